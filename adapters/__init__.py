@@ -1,0 +1,1 @@
+"""Platform adapters: translate platform messages to Inbound and replies to API calls."""

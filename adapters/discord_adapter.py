@@ -1,0 +1,780 @@
+"""Discord: a discord.py Client + app-command tree <-> Inbound / Replier.
+
+Messages (gateway MESSAGE_CREATE) and slash commands (INTERACTION_CREATE) become
+Inbounds; replies go back as channel messages (replying to the user's message in
+guilds) or, for slash commands, as the interaction's response, its edits and followups.
+Only translation lives here: no business rules, no OpenAI.
+
+Voice messages are not supported by discord.py, so they are sent through its HTTP
+layer: POST /channels/{id}/attachments, PUT the bytes to the returned upload URL, then
+POST the message with flags IS_VOICE_MESSAGE and the attachment's duration and
+waveform. If Discord refuses, the file goes out as an ordinary audio attachment.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import base64
+import contextlib
+import inspect
+import io
+import json
+import logging
+import mimetypes
+import re
+import shutil
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.http import Route
+
+from bot.commands import CommandCall, CommandSpec, Param
+from bot.errors import RateLimited, UserError
+from bot.events import Attachment, AttachmentKind, Author, ChannelKey, Inbound, Quoted
+from bot.replies import Capabilities, ChatAction, OutFile, Replier, Sent
+
+if TYPE_CHECKING:
+    from adapters.base import Sink
+    from bot.config import Config
+
+log = logging.getLogger(__name__)
+
+CAPABILITIES = Capabilities(
+    max_text=2000,
+    max_caption=2000,
+    max_upload=10 * 1024 * 1024,
+    min_edit_interval=1.0,
+    voice_messages=True,
+    markup="discord",
+)
+
+IS_VOICE_MESSAGE = 1 << 13
+# Discord's answers meaning "not a voice message here" (no permission, bad metadata...)
+VOICE_REJECTIONS = {50013, 50146, 50159, 50160, 50161, 50173}
+# discord.py raises instead of sleeping when a single 429 asks for longer than this
+MAX_RATELIMIT_WAIT = 30.0
+# Slash commands must be acknowledged within 3 s; defer on our own shortly before
+AUTO_DEFER_AFTER = 2.0
+WAVEFORM_POINTS = 256
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+def _render(markdown: str, limit: int = CAPABILITIES.max_text) -> str:
+    """Markdown -> Discord markdown, never longer than the platform limit."""
+    from adapters import markup
+
+    text = markup.to_discord(markdown)
+    if len(text) > limit:
+        log.warning("discord text of %d chars truncated to %d", len(text), limit)
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def voice_waveform(pcm_samples: Sequence[float] | Sequence[int]) -> str:
+    """Base64 of up to 256 amplitude bytes (0-255), the preview Discord draws for voice."""
+    n = len(pcm_samples)
+    if n == 0:
+        return base64.b64encode(bytes(1)).decode()
+    points = min(WAVEFORM_POINTS, n)
+    peaks: list[float] = []
+    for i in range(points):
+        chunk = pcm_samples[i * n // points : (i + 1) * n // points]
+        peaks.append(max((abs(x) for x in chunk), default=0))
+    top = max(peaks) or 1
+    return base64.b64encode(bytes(min(255, round(p / top * 255)) for p in peaks)).decode()
+
+
+def ogg_duration(data: bytes) -> float | None:
+    """Duration of an Ogg/Opus file from its last page's granule position (48 kHz)."""
+    if not data.startswith(b"OggS"):
+        return None
+    last = data.rfind(b"OggS")
+    if last + 14 > len(data):
+        return None
+    granule = struct.unpack_from("<q", data, last + 6)[0]
+    head = data.find(b"OpusHead")
+    pre_skip = struct.unpack_from("<H", data, head + 10)[0] if 0 <= head <= len(data) - 12 else 0
+    return (granule - pre_skip) / 48000 if granule > 0 else None
+
+
+async def voice_metadata(file: OutFile) -> tuple[float, str]:
+    """(duration in seconds, waveform) for a voice message; decodes with ffmpeg when present."""
+    rate = 8000
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                ffmpeg, "-v", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1",
+                "-ar", str(rate), "pipe:1",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(file.data), timeout=30)
+            if proc.returncode == 0 and out:
+                samples = array.array("h")
+                samples.frombytes(out[: len(out) - len(out) % 2])
+                if sys.byteorder == "big":
+                    samples.byteswap()
+                return len(samples) / rate, voice_waveform(samples)
+        except (OSError, TimeoutError):
+            log.warning("ffmpeg could not decode the voice message", exc_info=True)
+    duration = file.duration or ogg_duration(file.data) or 1.0
+    return duration, base64.b64encode(bytes([128] * 32)).decode()
+
+
+def attachment_kind(content_type: str | None, filename: str, voice: bool) -> AttachmentKind:
+    """Discord content type (+ the voice flag) -> our attachment kind."""
+    mime = (content_type or mimetypes.guess_type(filename)[0] or "").split(";")[0].lower()
+    if mime.startswith("image/"):
+        return "image"
+    if mime.startswith("audio/"):
+        return "voice" if voice and mime in ("audio/ogg", "audio/opus") else "audio"
+    if mime.startswith("video/"):
+        return "video"
+    return "document"
+
+
+def to_attachment(att: discord.Attachment, *, voice_flag: bool = False) -> Attachment:
+    """A discord.py Attachment -> ours; the CDN URL stays inside the reader."""
+    voice = voice_flag or att.is_voice_message()
+    kind = attachment_kind(att.content_type, att.filename, voice)
+    mime = (att.content_type or mimetypes.guess_type(att.filename)[0] or "").split(";")[0]
+    return Attachment(
+        kind=kind,
+        filename=att.filename,
+        mime=mime or "application/octet-stream",
+        size=att.size,
+        reader=att.read,
+        duration=att.duration,
+    )
+
+
+def _file(out: OutFile) -> discord.File:
+    return discord.File(io.BytesIO(out.data), filename=out.filename)
+
+
+def _voice_filename(out: OutFile) -> str:
+    name = out.filename
+    return name if name.lower().endswith((".ogg", ".opus")) else "voice-message.ogg"
+
+
+def _is_ogg(out: OutFile) -> bool:
+    return out.mime.split(";")[0].lower() in ("audio/ogg", "audio/opus") or out.data[:4] == b"OggS"
+
+
+class _DiscordReplier(Replier):
+    """Shared pieces of the channel and interaction repliers."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, adapter: DiscordAdapter, channel_id: int) -> None:
+        self._adapter = adapter
+        self._channel_id = channel_id
+
+    async def start_action(self, action: ChatAction) -> None:
+        """Discord has one chat action: typing (lasts 10 s or until the next message)."""
+        await self._adapter.client.http.send_typing(self._channel_id)
+
+    async def _voice_json(
+        self, route: Route, file: OutFile, extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Upload via /attachments + PUT, then post the message with IS_VOICE_MESSAGE."""
+        http = self._adapter.client.http
+        name = _voice_filename(file)
+        duration, waveform = await voice_metadata(file)
+        up = await http.request(
+            Route("POST", "/channels/{channel_id}/attachments", channel_id=self._channel_id),
+            json={"files": [{"id": "0", "filename": name, "file_size": len(file.data)}]},
+        )
+        slot = up["attachments"][0]
+        session = await self._adapter.upload_session()
+        async with session.put(
+            slot["upload_url"], data=file.data, headers={"Content-Type": "audio/ogg"}
+        ) as resp:
+            resp.raise_for_status()
+        payload = {
+            "flags": IS_VOICE_MESSAGE,
+            "attachments": [
+                {
+                    "id": "0",
+                    "filename": name,
+                    "uploaded_filename": slot["upload_filename"],
+                    "duration_secs": round(duration, 2),
+                    "waveform": waveform,
+                }
+            ],
+            "allowed_mentions": {"parse": [], "replied_user": False},
+            **extra,
+        }
+        return await http.request(route, json=payload)  # type: ignore[no-any-return]
+
+
+class DiscordReplier(_DiscordReplier):
+    """Replies in a channel, DM or thread; in guilds the first message replies to the user's."""
+
+    def __init__(
+        self,
+        adapter: DiscordAdapter,
+        channel: discord.abc.Messageable,
+        channel_id: int,
+        reference: discord.Message | None = None,
+    ) -> None:
+        super().__init__(adapter, channel_id)
+        self._channel = channel
+        self._reference = reference
+
+    def _take_reference(self) -> discord.MessageReference | None:
+        ref, self._reference = self._reference, None
+        return ref.to_reference(fail_if_not_exists=False) if ref is not None else None
+
+    async def send(self, markdown: str) -> Sent:
+        """Post a message (a reply to the user's in guilds), pinging nobody."""
+        content = _render(markdown)
+        with _rate_limits():
+            msg = await self._channel.send(
+                content,
+                reference=self._take_reference(),  # type: ignore[arg-type]
+                mention_author=False,
+                allowed_mentions=NO_MENTIONS,
+            )
+        return Sent(str(msg.id), markdown)
+
+    async def edit(self, sent: Sent, markdown: str) -> Sent:
+        """Replace a message's text (Discord does not object to unchanged text)."""
+        partial = discord.PartialMessage(channel=self._channel, id=int(sent.id))  # type: ignore[arg-type]
+        with _rate_limits():
+            await partial.edit(content=_render(markdown), allowed_mentions=NO_MENTIONS)
+        return Sent(sent.id, markdown)
+
+    async def send_file(self, file: OutFile) -> Sent:
+        """Upload one file; kind="voice" becomes a native voice message when Discord allows."""
+        if file.kind == "voice" and _is_ogg(file):
+            ref = self._reference
+            extra: dict[str, Any] = {}
+            if ref is not None:
+                extra["message_reference"] = {
+                    "message_id": str(ref.id),
+                    "channel_id": str(self._channel_id),
+                    "fail_if_not_exists": False,
+                }
+            route = Route("POST", "/channels/{channel_id}/messages", channel_id=self._channel_id)
+            try:
+                with _rate_limits():
+                    data = await self._voice_json(route, file, extra)
+            except discord.HTTPException as e:
+                if e.code not in VOICE_REJECTIONS and e.status != 403:
+                    raise
+                log.info("voice message refused (%s %s); sending an audio file", e.status, e.code)
+            else:
+                self._reference = None
+                sent = Sent(str(data["id"]))
+                if file.caption:
+                    await self.send(file.caption)
+                return sent
+        return (await self._send_files([file]))[0]
+
+    async def send_files(self, files: list[OutFile]) -> list[Sent]:
+        """Images (and other files) go out up to ten per message."""
+        if len(files) == 1:
+            return [await self.send_file(files[0])]
+        return await self._send_files(files)
+
+    async def _send_files(self, files: list[OutFile]) -> list[Sent]:
+        out: list[Sent] = []
+        for i in range(0, len(files), 10):
+            batch = files[i : i + 10]
+            caption = next((f.caption for f in batch if f.caption), None)
+            with _rate_limits():
+                msg = await self._channel.send(
+                    _render(caption, CAPABILITIES.max_caption) if caption else None,
+                    files=[_file(f) for f in batch],
+                    reference=self._take_reference(),  # type: ignore[arg-type]
+                    mention_author=False,
+                    allowed_mentions=NO_MENTIONS,
+                )
+            out.extend(Sent(str(msg.id), f.caption or "") for f in batch)
+        return out
+
+
+class InteractionReplier(_DiscordReplier):
+    """Answers a slash command: response, then edits of it and followups (15-minute token)."""
+
+    def __init__(self, adapter: DiscordAdapter, interaction: discord.Interaction) -> None:
+        channel_id = interaction.channel_id or 0
+        super().__init__(adapter, channel_id)
+        self.interaction = interaction
+        self._lock = asyncio.Lock()
+        self._deferred = False
+        self._original_id: int | None = None
+        self._fallback: DiscordReplier | None = None
+        self._fallback_ids: set[str] = set()
+
+    @property
+    def deferred(self) -> bool:
+        """Whether the "thinking…" acknowledgement was sent."""
+        return self._deferred
+
+    async def defer(self) -> None:
+        """Acknowledge with "thinking…" unless already answered (Discord allows 3 s)."""
+        async with self._lock:
+            await self._defer_locked()
+
+    async def _defer_locked(self) -> None:
+        if self._fallback is not None or self.interaction.response.is_done():
+            return
+        try:
+            await self.interaction.response.defer()
+            self._deferred = True
+        except discord.HTTPException as e:
+            if e.code == 40060:  # acknowledged elsewhere
+                self._deferred = True
+                return
+            self._use_fallback(e)
+
+    def _use_fallback(self, error: Exception) -> None:
+        log.warning("interaction %s unusable (%s); answering in the channel",
+                    self.interaction.id, error)
+        channel = self._adapter.client.get_partial_messageable(
+            self._channel_id, guild_id=self.interaction.guild_id
+        )
+        self._fallback = DiscordReplier(self._adapter, channel, self._channel_id)
+
+    async def start_action(self, action: ChatAction) -> None:
+        """While "thinking…" shows, Discord needs no typing; afterwards type in the channel."""
+        if self._original_id is not None or self._fallback is not None:
+            await super().start_action(action)
+
+    async def send(self, markdown: str) -> Sent:
+        """First the response (or the deferred message's content), then followups."""
+        content = _render(markdown)
+        async with self._lock:
+            if self._fallback is None:
+                try:
+                    return Sent(str(await self._post(content=content)), markdown)
+                except discord.HTTPException as e:
+                    if e.status not in (401, 403, 404):  # expired token, unknown interaction
+                        raise
+                    self._use_fallback(e)
+            assert self._fallback is not None
+            sent = await self._fallback.send(markdown)
+            self._fallback_ids.add(sent.id)
+            return sent
+
+    async def _post(self, **kwargs: Any) -> int:
+        """Send through the interaction; returns the message id."""
+        inter = self.interaction
+        with _rate_limits():
+            if not inter.response.is_done():
+                resp = await inter.response.send_message(allowed_mentions=NO_MENTIONS, **kwargs)
+                mid = resp.message_id
+                if mid is None:
+                    mid = (await inter.original_response()).id
+                self._original_id = mid
+                return mid
+            if self._deferred and self._original_id is None:
+                if "files" in kwargs:
+                    kwargs["attachments"] = kwargs.pop("files")
+                msg = await inter.edit_original_response(allowed_mentions=NO_MENTIONS, **kwargs)
+                self._original_id = msg.id
+                return msg.id
+            msg = await inter.followup.send(wait=True, allowed_mentions=NO_MENTIONS, **kwargs)
+            return msg.id
+
+    async def edit(self, sent: Sent, markdown: str) -> Sent:
+        """Edit the original response or a followup."""
+        if sent.id in self._fallback_ids and self._fallback is not None:
+            return await self._fallback.edit(sent, markdown)
+        content = _render(markdown)
+        with _rate_limits():
+            if self._original_id is not None and sent.id == str(self._original_id):
+                await self.interaction.edit_original_response(
+                    content=content, allowed_mentions=NO_MENTIONS
+                )
+            else:
+                await self.interaction.followup.edit_message(
+                    int(sent.id), content=content, allowed_mentions=NO_MENTIONS
+                )
+        return Sent(sent.id, markdown)
+
+    async def send_file(self, file: OutFile) -> Sent:
+        """Files ride on the response/followups; voice goes as a followup voice message."""
+        if file.kind == "voice" and _is_ogg(file) and self._fallback is None:
+            await self.defer()
+            async with self._lock:
+                try:
+                    mid = await self._voice_followup(file)
+                except discord.HTTPException as e:
+                    if e.code not in VOICE_REJECTIONS and e.status != 403:
+                        raise
+                    log.info("voice followup refused (%s); sending an audio file", e.code)
+                else:
+                    if self._original_id is None:
+                        self._original_id = mid
+                    return Sent(str(mid))
+        return (await self._send_files([file]))[0]
+
+    async def _voice_followup(self, file: OutFile) -> int:
+        inter = self.interaction
+        name = _voice_filename(file)
+        duration, waveform = await voice_metadata(file)
+        payload = {
+            "flags": IS_VOICE_MESSAGE,
+            "attachments": [
+                {"id": 0, "filename": name, "duration_secs": round(duration, 2),
+                 "waveform": waveform}
+            ],
+            "allowed_mentions": {"parse": []},
+        }
+        form = [
+            {"name": "payload_json", "value": json.dumps(payload)},
+            {"name": "files[0]", "value": file.data, "filename": name,
+             "content_type": "audio/ogg"},
+        ]
+        route = Route(
+            "POST", "/webhooks/{webhook_id}/{webhook_token}",
+            webhook_id=inter.application_id, webhook_token=inter.token,
+        )
+        with _rate_limits():
+            data = await self._adapter.client.http.request(route, form=form,
+                                                           params={"wait": "true"})
+        return int(data["id"])
+
+    async def send_files(self, files: list[OutFile]) -> list[Sent]:
+        """Several files as one message (ten per message)."""
+        if len(files) == 1:
+            return [await self.send_file(files[0])]
+        return await self._send_files(files)
+
+    async def _send_files(self, files: list[OutFile]) -> list[Sent]:
+        out: list[Sent] = []
+        for i in range(0, len(files), 10):
+            batch = files[i : i + 10]
+            caption = next((f.caption for f in batch if f.caption), None)
+            kwargs: dict[str, Any] = {"files": [_file(f) for f in batch]}
+            if caption:
+                kwargs["content"] = _render(caption, CAPABILITIES.max_caption)
+            async with self._lock:
+                if self._fallback is not None:
+                    sent = await self._fallback.send_files(batch)
+                    self._fallback_ids.update(s.id for s in sent)
+                    out.extend(sent)
+                    continue
+                mid = await self._post(**kwargs)
+            out.extend(Sent(str(mid), f.caption or "") for f in batch)
+        return out
+
+    def arm_auto_defer(self) -> asyncio.Task[None]:
+        """Defer on our own shortly before the 3 s deadline if the handler has not answered."""
+        age = time.time() - self.interaction.created_at.timestamp()
+
+        async def later() -> None:
+            await asyncio.sleep(max(0.0, AUTO_DEFER_AFTER - age))
+            with contextlib.suppress(Exception):
+                await self.defer()
+
+        return asyncio.create_task(later())
+
+
+@contextlib.contextmanager
+def _rate_limits() -> Any:
+    """discord.py sleeps through 429s itself; only a very long one surfaces, as ours."""
+    try:
+        yield
+    except discord.RateLimited as e:
+        raise RateLimited(e.retry_after) from None
+
+
+class _Client(discord.Client):
+    """discord.Client wired to the adapter's callbacks."""
+
+    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
+
+    async def on_ready(self) -> None:
+        """The gateway session is live and the guild cache is filled."""
+        self.adapter.ready.set()
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Every MESSAGE_CREATE the bot can see."""
+        await self.adapter.on_message(message)
+
+    async def _on_tree_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        log.error("slash command %s failed", interaction.data, exc_info=error)
+
+
+class DiscordAdapter:
+    """One bot connection to Discord (gateway + REST) via discord.py."""
+
+    name = "discord"
+    capabilities = CAPABILITIES
+
+    def __init__(self, config: Config, *, guild_ready_timeout: float = 2.0) -> None:
+        self.config = config
+        self.token = config.secrets.discord_token
+        intents = discord.Intents.none()
+        intents.guilds = True
+        intents.guild_messages = True
+        intents.dm_messages = True
+        intents.message_content = True
+        self.client = _Client(
+            self,
+            intents=intents,
+            guild_ready_timeout=guild_ready_timeout,
+            max_ratelimit_timeout=MAX_RATELIMIT_WAIT,
+            allowed_mentions=NO_MENTIONS,
+        )
+        self.ready = asyncio.Event()
+        self.sink: Sink | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._specs: dict[str, CommandSpec] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, sink: Sink) -> None:
+        """Log in, connect the gateway, register slash commands; returns once live."""
+        if not self.token:
+            raise UserError("DISCORD_BOT_TOKEN is not set")
+        self.sink = sink
+        self._build_tree(sink.commands.for_platform(self.name))
+        self._task = asyncio.create_task(self.client.start(self.token), name="discord client")
+        ready = asyncio.create_task(self.ready.wait())
+        done, _ = await asyncio.wait(
+            {ready, self._task}, timeout=60, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready not in done:
+            ready.cancel()
+            if self._task in done:
+                exc = self._task.exception()
+                raise exc or RuntimeError("discord client stopped before it was ready")
+            await self.stop()
+            raise TimeoutError("Discord did not become ready within 60 s")
+        if self.config.discord.sync_commands:
+            synced = await self.client.tree.sync()
+            log.info("discord: synced %d slash commands", len(synced))
+        log.info("discord: connected as %s", self.client.user)
+
+    async def stop(self) -> None:
+        """Close the gateway and HTTP sessions."""
+        for task in list(self._background):
+            task.cancel()
+        await self.client.close()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def upload_session(self) -> aiohttp.ClientSession:
+        """A plain session for PUTs to Discord's upload URLs (no bot token there)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ------------------------------------------------------------------ slash commands
+
+    def _build_tree(self, specs: list[CommandSpec]) -> None:
+        tree = self.client.tree
+        tree.clear_commands(guild=None)
+        self._specs = {s.name: s for s in specs}
+        for spec in specs:
+            tree.add_command(self._app_command(spec))
+
+    def _app_command(self, spec: CommandSpec) -> app_commands.Command[Any, ..., Any]:
+        """A CommandSpec as a discord.py app command with typed options."""
+        params = [
+            inspect.Parameter(
+                "interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=discord.Interaction,
+            )
+        ]
+        renames: dict[str, str] = {}
+        descriptions: dict[str, str] = {}
+        choices: dict[str, list[app_commands.Choice[Any]]] = {}
+        ordered = sorted(spec.params, key=lambda p: not p.required)  # Discord: required first
+        for i, p in enumerate(ordered):
+            pyname = f"p{i}"
+            renames[pyname] = p.name
+            descriptions[pyname] = (p.description or p.name)[:100]
+            params.append(
+                inspect.Parameter(
+                    pyname, inspect.Parameter.KEYWORD_ONLY,
+                    annotation=self._annotation(p),
+                    default=inspect.Parameter.empty if p.required else None,
+                )
+            )
+            if p.choices and len(p.choices) <= 25 and p.type != "attachment":
+                choices[pyname] = [self._choice(p, c) for c in p.choices]
+        names = dict(renames)
+        adapter = self
+
+        async def callback(interaction: discord.Interaction, **kwargs: Any) -> None:
+            await adapter.on_slash(spec, interaction, {names[k]: v for k, v in kwargs.items()})
+
+        callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        callback.__discord_app_commands_param_rename__ = renames  # type: ignore[attr-defined]
+        callback.__discord_app_commands_param_description__ = descriptions  # type: ignore[attr-defined]
+        if choices:
+            callback.__discord_app_commands_param_choices__ = choices  # type: ignore[attr-defined]
+        return app_commands.Command(
+            name=spec.name,
+            description=(spec.description or spec.name)[:100],
+            callback=callback,
+        )
+
+    @staticmethod
+    def _annotation(p: Param) -> Any:
+        if p.type == "attachment":
+            return discord.Attachment
+        if p.type == "int":
+            if p.min_value is not None or p.max_value is not None:
+                return app_commands.Range[int, p.min_value, p.max_value]
+            return int
+        return str
+
+    @staticmethod
+    def _choice(p: Param, value: str) -> app_commands.Choice[Any]:
+        if p.type == "int" and re.fullmatch(r"-?\d+", value):
+            return app_commands.Choice(name=value[:100], value=int(value))
+        return app_commands.Choice(name=value[:100], value=value[:100])
+
+    async def on_slash(
+        self, spec: CommandSpec, interaction: discord.Interaction, args: dict[str, Any]
+    ) -> None:
+        """A slash command -> Inbound with a typed CommandCall; answered via the interaction."""
+        assert self.sink is not None
+        replier = InteractionReplier(self, interaction)
+        self._keep(replier.arm_auto_defer())
+        attachments: list[Attachment] = []
+        converted: dict[str, Any] = {}
+        for name, value in args.items():
+            if isinstance(value, discord.Attachment):
+                value = to_attachment(value)
+                attachments.append(value)
+            converted[name] = value
+        raw = " ".join(
+            str(converted[p.name]) for p in spec.params
+            if p.type != "attachment" and converted.get(p.name) not in (None, "")
+        )
+        try:
+            call = CommandCall(name=spec.name, args=spec.check(converted), raw=raw)
+        except UserError as e:
+            call = CommandCall(name=spec.name, args={}, raw=raw, error=e.message)
+        user = interaction.user
+        inbound = Inbound(
+            id=str(interaction.id),
+            channel=self._channel_key(interaction.channel, interaction.channel_id or 0),
+            author=Author(str(user.id), user.display_name, user.bot),
+            text=f"/{spec.name} {raw}".strip(),
+            attachments=attachments,
+            is_private=interaction.guild_id is None,
+            addressed=True,
+            command=call,
+            received_at=interaction.created_at.timestamp(),
+            chat_title=self._title(interaction.channel),
+        )
+        await self.sink.submit(inbound, replier)
+
+    # ------------------------------------------------------------------ messages
+
+    @staticmethod
+    def _channel_key(channel: Any, channel_id: int) -> ChannelKey:
+        if isinstance(channel, discord.Thread):
+            return ChannelKey("discord", str(channel.parent_id), str(channel.id))
+        return ChannelKey("discord", str(channel_id))
+
+    @staticmethod
+    def _title(channel: Any) -> str | None:
+        if isinstance(channel, discord.Thread | discord.abc.GuildChannel):
+            guild = getattr(channel, "guild", None)
+            name = getattr(channel, "name", None)
+            return f"{guild.name} #{name}" if guild is not None and name else None
+        return None
+
+    def _clean(self, message: discord.Message) -> str:
+        """Drop the leading bot mention; other user mentions become @names."""
+        me = self.client.user
+        text = message.content
+        if me is not None:
+            text = re.sub(rf"^\s*<@!?{me.id}>[\s,:]*", "", text)
+        names = {u.id: u.display_name for u in message.mentions}
+
+        def name(m: re.Match[str]) -> str:
+            uid = int(m.group(1))
+            return f"@{names[uid]}" if uid in names else m.group(0)
+
+        return re.sub(r"<@!?(\d+)>", name, text).strip()
+
+    async def _quoted(self, message: discord.Message) -> Quoted | None:
+        ref = message.reference
+        if ref is None or ref.message_id is None:
+            return None
+        target = ref.resolved or ref.cached_message
+        if isinstance(target, discord.DeletedReferencedMessage):
+            return None
+        if target is None:
+            try:
+                target = await message.channel.fetch_message(ref.message_id)
+            except discord.HTTPException:
+                return None
+        me = self.client.user
+        voice = target.flags.voice
+        return Quoted(
+            id=str(target.id),
+            author=Author(str(target.author.id), target.author.display_name, target.author.bot),
+            text=self._clean(target),
+            attachments=tuple(to_attachment(a, voice_flag=voice) for a in target.attachments),
+            from_self=me is not None and target.author.id == me.id,
+        )
+
+    async def on_message(self, message: discord.Message) -> None:
+        """MESSAGE_CREATE -> Inbound, ignoring ourselves, other bots and system messages."""
+        me = self.client.user
+        if self.sink is None or me is None or message.author.id == me.id or message.author.bot:
+            return
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return
+        is_dm = message.guild is None
+        quoted = await self._quoted(message)
+        mentioned = any(u.id == me.id for u in message.mentions)
+        addressed = is_dm or mentioned or bool(quoted and quoted.from_self)
+        text = self._clean(message)
+        command = None
+        if addressed and text.startswith("/"):
+            command = self.sink.commands.parse(text, self.name, me.name)
+        voice = message.flags.voice
+        channel = message.channel
+        inbound = Inbound(
+            id=str(message.id),
+            channel=self._channel_key(channel, channel.id),
+            author=Author(str(message.author.id), message.author.display_name, False),
+            text=text,
+            attachments=[to_attachment(a, voice_flag=voice) for a in message.attachments],
+            reply_to=quoted,
+            is_private=is_dm,
+            addressed=addressed,
+            command=command,
+            received_at=message.created_at.timestamp(),
+            chat_title=self._title(channel),
+        )
+        replier = DiscordReplier(self, channel, channel.id, None if is_dm else message)
+        await self.sink.submit(inbound, replier)

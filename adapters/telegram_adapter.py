@@ -1,0 +1,657 @@
+"""Telegram <-> the core: a python-telegram-bot Application (no run_polling) as an Adapter.
+
+Incoming Messages become Inbounds (albums merged into one), replies go out through a
+TelegramReplier bound to the chat, topic and message being answered. The bot token is
+part of every Bot API and file URL, so no URL ever leaves this module and every log line
+from PTB and httpx passes through a filter that masks the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import logging
+import re
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+from telegram import (
+    BotCommand,
+    InputMediaPhoto,
+    Message,
+    MessageEntity,
+    ReplyParameters,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.request import HTTPXRequest
+
+from adapters.base import Sink
+from bot.config import Config, ConfigError
+from bot.errors import RateLimited, UserError
+from bot.events import Attachment, AttachmentKind, Author, ChannelKey, Inbound, Quoted
+from bot.replies import Capabilities, ChatAction, OutFile, Replier, Sent
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+MAX_UPLOAD = 50 * 1024 * 1024
+MAX_PHOTO = 10 * 1024 * 1024
+MAX_DOWNLOAD = 20 * 1024 * 1024  # getFile refuses bigger files
+RETRIES = 3
+GROUP_SENDS_PER_MINUTE = 20
+
+CAPABILITIES = Capabilities(
+    max_text=MAX_TEXT,
+    max_caption=MAX_CAPTION,
+    max_upload=MAX_UPLOAD,
+    min_edit_interval=1.0,
+    voice_messages=True,
+    markup="telegram_html",
+)
+
+# Loggers that may print request URLs (which contain the token).
+_URL_LOGGERS = (
+    "httpx", "httpcore", "telegram", "telegram.Bot", "telegram.ext", "telegram.ext.ExtBot",
+    "telegram.ext.Application", "telegram.ext.Updater", "telegram.request.HTTPXRequest",
+    "telegram.request.BaseRequest", __name__,
+)
+_T = TypeVar("_T")
+
+
+class _RedactToken(logging.Filter):
+    """Mask the bot token in any log record passing through the logger it is attached to."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.forms = [f for f in {token, quote(token, safe="")} if f]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Freeze the message with the token masked (args may be mutated after logging)."""
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: leave it to logging's own error handling
+            return True
+        for form in self.forms:
+            text = text.replace(form, "<token>")
+        record.msg = text
+        record.args = None
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and any(form in str(exc) for form in self.forms):
+            record.exc_info = None
+            record.exc_text = None
+            record.msg = f"{text} (traceback omitted: it contained the bot token)"
+        return True
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _seconds(err: RetryAfter) -> float:
+    """RetryAfter.retry_after is an int or a timedelta depending on PTB_TIMEDELTA."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = err.retry_after
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+def _display_name(user: Any) -> str:
+    name = " ".join(p for p in (user.first_name, user.last_name) if p)
+    return name or user.username or str(user.id)
+
+
+class SendLimiter:
+    """Per-chat pacing: at most `per_minute` new messages in any 60 s window per group.
+
+    Telegram rejects more than about 20 messages a minute in one group; waiting here (in the
+    sending coroutine only) spreads a burst instead of collecting 429s. A sliding window is
+    used rather than a plain token bucket so that a burst never exceeds the limit either.
+    """
+
+    def __init__(self, per_minute: int = GROUP_SENDS_PER_MINUTE, window: float = 60.0) -> None:
+        self.per_minute = per_minute
+        self.window = window
+        self._sent: dict[int, collections.deque[float]] = collections.defaultdict(
+            collections.deque)
+        self._locks: dict[int, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+
+    async def acquire(self, chat_id: int) -> None:
+        """Wait until one more message may go to this chat, then count it."""
+        async with self._locks[chat_id]:
+            stamps = self._sent[chat_id]
+            while True:
+                now = time.monotonic()
+                while stamps and now - stamps[0] >= self.window:
+                    stamps.popleft()
+                if len(stamps) < self.per_minute:
+                    stamps.append(now)
+                    return
+                await asyncio.sleep(stamps[0] + self.window - now)
+
+
+@dataclass
+class _Album:
+    messages: list[Message] = field(default_factory=list)
+    last: float = 0.0
+    task: asyncio.Task[None] | None = None
+
+
+class TelegramReplier(Replier):
+    """Answers in one chat/topic, replying (in groups) to the message being answered."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, adapter: TelegramAdapter, chat_id: int, thread_id: int | None,
+                 reply_to: int | None, is_private: bool) -> None:
+        self.adapter = adapter
+        self.chat_id = chat_id
+        self.thread_id = thread_id
+        self.reply_to = reply_to
+        self.is_private = is_private
+
+    def __repr__(self) -> str:
+        return f"TelegramReplier(chat={self.chat_id}, thread={self.thread_id})"
+
+    @property
+    def _bot(self) -> Any:
+        return self.adapter.app.bot
+
+    def _where(self) -> dict[str, Any]:
+        """Topic and reply target shared by every send."""
+        kw: dict[str, Any] = {"chat_id": self.chat_id}
+        if self.thread_id is not None:
+            kw["message_thread_id"] = self.thread_id
+        if self.reply_to is not None and not self.is_private:
+            kw["reply_parameters"] = ReplyParameters(
+                message_id=self.reply_to, allow_sending_without_reply=True)
+        return kw
+
+    async def _call(self, fn: Callable[..., Awaitable[_T]], *, new_message: bool,
+                    **kwargs: Any) -> _T:
+        """One Bot API call: group pacing, and 429 waits (this chat only) up to 3 retries."""
+        for attempt in range(RETRIES + 1):
+            if new_message and not self.is_private:
+                await self.adapter.limiter.acquire(self.chat_id)
+            try:
+                return await fn(**kwargs)
+            except RetryAfter as e:
+                delay = _seconds(e)
+                if attempt == RETRIES:
+                    raise RateLimited(delay) from None
+                log.info("telegram asks to wait %.0fs in chat %s", delay, self.chat_id)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def send(self, markdown: str) -> Sent:
+        """Send Markdown as Telegram HTML; fall back to plain text if Telegram rejects it."""
+        from adapters.markup import to_plain, to_telegram_html
+
+        kw = self._where()
+        try:
+            msg = await self._call(self._bot.send_message, new_message=True,
+                                   text=to_telegram_html(markdown), parse_mode=ParseMode.HTML,
+                                   **kw)
+        except BadRequest as e:
+            if not _is_entity_error(e):
+                raise
+            log.warning("Telegram rejected our HTML (%s); sending plain text", e.message)
+            msg = await self._call(self._bot.send_message, new_message=True,
+                                   text=to_plain(markdown), **kw)
+        return Sent(id=str(msg.message_id), text=markdown)
+
+    async def edit(self, sent: Sent, markdown: str) -> Sent:
+        """Replace a message's text; 'message is not modified' is success."""
+        from adapters.markup import to_plain, to_telegram_html
+
+        kw: dict[str, Any] = {"chat_id": self.chat_id, "message_id": int(sent.id)}
+        try:
+            try:
+                await self._call(self._bot.edit_message_text, new_message=False,
+                                 text=to_telegram_html(markdown), parse_mode=ParseMode.HTML,
+                                 **kw)
+            except BadRequest as e:
+                if not _is_entity_error(e):
+                    raise
+                log.warning("Telegram rejected our HTML (%s); editing as plain text", e.message)
+                await self._call(self._bot.edit_message_text, new_message=False,
+                                 text=to_plain(markdown), **kw)
+        except BadRequest as e:
+            if "not modified" not in e.message.lower():
+                raise
+        return Sent(id=sent.id, text=markdown)
+
+    async def _with_caption(self, fn: Callable[..., Awaitable[_T]], caption: str | None,
+                            **kwargs: Any) -> _T:
+        """Send a media call with an HTML caption, retrying with a plain one if rejected."""
+        if not caption:
+            return await self._call(fn, new_message=True, **kwargs)
+        html, plain = _caption_forms(caption)
+        try:
+            return await self._call(fn, new_message=True, caption=html,
+                                    parse_mode=ParseMode.HTML, **kwargs)
+        except BadRequest as e:
+            if not (_is_entity_error(e) or "caption is too long" in e.message.lower()):
+                raise
+            log.warning("Telegram rejected our caption (%s); sending it as plain text",
+                        e.message)
+            return await self._call(fn, new_message=True, caption=plain, **kwargs)
+
+    async def send_file(self, file: OutFile) -> Sent:
+        """Photo, voice note, audio or document; a refused voice note goes as a document."""
+        if len(file.data) > MAX_UPLOAD:
+            raise UserError("That file is too large to send on Telegram (the limit is 50 MB).")
+        bot = self._bot
+        kw = self._where()
+        name = file.filename
+        if file.kind == "image" and len(file.data) <= MAX_PHOTO:
+            msg = await self._with_caption(bot.send_photo, file.caption, photo=file.data,
+                                           filename=name, **kw)
+        elif file.kind == "voice":
+            duration = int(file.duration) if file.duration else None
+            try:
+                msg = await self._with_caption(bot.send_voice, file.caption, voice=file.data,
+                                               filename=name, duration=duration, **kw)
+            except BadRequest as e:
+                if "voice_messages_forbidden" not in e.message.lower():
+                    raise
+                log.info("voice messages are forbidden in chat %s; sending a file",
+                         self.chat_id)
+                msg = await self._with_caption(bot.send_document, file.caption,
+                                               document=file.data, filename=name, **kw)
+        elif file.kind == "audio":
+            duration = int(file.duration) if file.duration else None
+            msg = await self._with_caption(bot.send_audio, file.caption, audio=file.data,
+                                           filename=name, duration=duration, **kw)
+        else:
+            msg = await self._with_caption(bot.send_document, file.caption,
+                                           document=file.data, filename=name, **kw)
+        return Sent(id=str(msg.message_id), text=file.caption or "")
+
+    async def send_files(self, files: list[OutFile]) -> list[Sent]:
+        """2-10 images go as one album (sendMediaGroup); anything else one by one."""
+        albumable = all(f.kind == "image" and len(f.data) <= MAX_PHOTO for f in files)
+        if not albumable or len(files) < 2:
+            return [await self.send_file(f) for f in files]
+        out: list[Sent] = []
+        for start in range(0, len(files), 10):
+            chunk = files[start : start + 10]
+            if len(chunk) == 1:
+                out.append(await self.send_file(chunk[0]))
+                continue
+            out.extend(await self._album(chunk))
+        return out
+
+    async def _album(self, files: list[OutFile]) -> list[Sent]:
+        def media(plain: bool) -> list[InputMediaPhoto]:
+            items = []
+            for f in files:
+                if f.caption:
+                    html, text = _caption_forms(f.caption)
+                    items.append(InputMediaPhoto(
+                        media=f.data, filename=f.filename, caption=text if plain else html,
+                        parse_mode=None if plain else ParseMode.HTML))
+                else:
+                    items.append(InputMediaPhoto(media=f.data, filename=f.filename))
+            return items
+
+        kw = self._where()
+        try:
+            msgs = await self._call(self._bot.send_media_group, new_message=True,
+                                    media=media(False), **kw)
+        except BadRequest as e:
+            if not (_is_entity_error(e) or "caption is too long" in e.message.lower()):
+                raise
+            msgs = await self._call(self._bot.send_media_group, new_message=True,
+                                    media=media(True), **kw)
+        return [Sent(id=str(m.message_id), text=m.caption or "") for m in msgs]
+
+    async def start_action(self, action: ChatAction) -> None:
+        """sendChatAction once (it shows for about 5 seconds)."""
+        kw: dict[str, Any] = {"chat_id": self.chat_id, "action": action}
+        if self.thread_id is not None:
+            kw["message_thread_id"] = self.thread_id
+        try:
+            await self._bot.send_chat_action(**kw)
+        except TelegramError as e:
+            log.debug("sendChatAction failed in chat %s: %s", self.chat_id, e)
+
+
+def _is_entity_error(e: BadRequest) -> bool:
+    return "can't parse entities" in e.message.lower() or "can't find end" in e.message.lower()
+
+
+def _caption_forms(caption: str) -> tuple[str, str]:
+    """(HTML, plain) forms of a Markdown caption, cut to Telegram's 1024 visible units."""
+    from adapters.markup import split_markdown, to_plain, to_telegram_html, utf16_len
+
+    plain = to_plain(caption)
+    if utf16_len(plain) > MAX_CAPTION:
+        caption = split_markdown(caption, MAX_CAPTION, measure=utf16_len)[0]
+        plain = to_plain(caption)
+        while utf16_len(plain) > MAX_CAPTION:
+            plain = plain[: len(plain) - max(1, (utf16_len(plain) - MAX_CAPTION))]
+    return to_telegram_html(caption), plain
+
+
+class TelegramAdapter:
+    """Telegram via long polling (getUpdates) with PTB's Application and Updater."""
+
+    name = "telegram"
+    capabilities = CAPABILITIES
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.token = config.secrets.telegram_token
+        self._redact = _RedactToken(self.token)
+        for name in _URL_LOGGERS:  # before PTB is built: it logs its URLs at DEBUG
+            logging.getLogger(name).addFilter(self._redact)
+        root = config.secrets.telegram_api_url.rstrip("/")
+        # a loopback API (tests, a local Bot API server) must never go through a proxy
+        httpx_kwargs = {"trust_env": False} if _is_loopback(root) else {}
+        poll = config.telegram.poll_timeout
+        request = HTTPXRequest(connection_pool_size=64, read_timeout=30.0,
+                               media_write_timeout=60.0, httpx_kwargs=httpx_kwargs)
+        updates_request = HTTPXRequest(connection_pool_size=2, read_timeout=poll + 10.0,
+                                       httpx_kwargs=httpx_kwargs)
+        self.app: Application[Any, Any, Any, Any, Any, Any] = (
+            ApplicationBuilder()
+            .token(self.token)
+            .base_url(f"{root}/bot")
+            .base_file_url(f"{root}/file/bot")
+            .request(request)
+            .get_updates_request(updates_request)
+            .job_queue(None)
+            .build()
+        )
+        self.app.add_handler(TypeHandler(Update, self._on_update))
+        self.limiter = SendLimiter()
+        self.bot_id: int | None = None
+        self.bot_username: str | None = None
+        self._sink: Sink | None = None
+        self._albums: dict[tuple[int, str], _Album] = {}
+
+    async def start(self, sink: Sink) -> None:
+        """getMe, setMyCommands, then long polling; returns once updates are flowing."""
+        self._sink = sink
+        try:
+            await self.app.initialize()
+        except InvalidToken:  # PTB's message quotes the token
+            raise ConfigError("TELEGRAM_BOT_TOKEN was rejected by Telegram") from None
+        except TelegramError as e:
+            raise ConnectionError(f"Telegram is unreachable: {self._safe(e)}") from None
+        me = self.app.bot
+        self.bot_id = me.id
+        self.bot_username = me.username
+        await self._register_commands(sink)
+        await self.app.start()
+        assert self.app.updater is not None
+        await self.app.updater.start_polling(
+            timeout=self.config.telegram.poll_timeout,
+            allowed_updates=[Update.MESSAGE],
+            error_callback=self._poll_error,
+        )
+        log.info("telegram: polling as @%s", self.bot_username)
+
+    async def stop(self) -> None:
+        """Stop polling, flush nothing further, close the HTTP clients."""
+        for album in self._albums.values():
+            if album.task is not None:
+                album.task.cancel()
+        self._albums.clear()
+        try:
+            if self.app.updater is not None and self.app.updater.running:
+                await self.app.updater.stop()
+            if self.app.running:
+                await self.app.stop()
+            await self.app.shutdown()
+        finally:
+            for name in _URL_LOGGERS:
+                logging.getLogger(name).removeFilter(self._redact)
+
+    async def _register_commands(self, sink: Sink) -> None:
+        commands = [
+            BotCommand(spec.name, (spec.description or spec.name)[:256])
+            for spec in sink.commands.for_platform("telegram")
+        ]
+        try:
+            await self.app.bot.set_my_commands(commands)
+        except TelegramError as e:
+            log.warning("telegram: could not register commands: %s", e)
+
+    def _poll_error(self, error: TelegramError) -> None:
+        log.warning("telegram: polling error: %s", error)
+
+    # ------------------------------------------------------------------ inbound
+
+    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        try:
+            msg = update.message
+            if msg is None or not self._wanted(msg):
+                return
+            if msg.media_group_id:
+                self._add_to_album(msg)
+                return
+            await self._deliver([msg])
+        except Exception:
+            log.exception("telegram: could not handle update %s", update.update_id)
+
+    def _wanted(self, msg: Message) -> bool:
+        """Drop service messages, bots (ourselves included) and anonymous senders."""
+        user = msg.from_user
+        if user is None or user.is_bot or user.id == self.bot_id:
+            return False
+        return bool(msg.text or msg.caption or _media_of(msg))
+
+    def _add_to_album(self, msg: Message) -> None:
+        key = (msg.chat.id, str(msg.media_group_id))
+        album = self._albums.get(key)
+        if album is None:
+            album = self._albums[key] = _Album()
+            album.task = asyncio.create_task(self._album_timer(key))
+        album.messages.append(msg)
+        album.last = time.monotonic()
+
+    async def _album_timer(self, key: tuple[int, str]) -> None:
+        wait = self.config.telegram.album_wait
+        try:
+            while True:
+                album = self._albums[key]
+                remaining = album.last + wait - time.monotonic()
+                if remaining <= 0:
+                    break
+                await asyncio.sleep(remaining)
+            album = self._albums.pop(key)
+            await self._deliver(sorted(album.messages, key=lambda m: m.message_id))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("telegram: could not deliver an album")
+
+    async def _deliver(self, messages: list[Message]) -> None:
+        assert self._sink is not None
+        inbound = self._inbound(messages)
+        replier = TelegramReplier(self, messages[0].chat.id, _thread_of(messages[0]),
+                                  messages[0].message_id, inbound.is_private)
+        await self._sink.submit(inbound, replier)
+
+    def _inbound(self, messages: list[Message]) -> Inbound:
+        """One Inbound from a message (or an album's messages, oldest first)."""
+        assert self._sink is not None
+        first = messages[0]
+        chat = first.chat
+        user = first.from_user
+        assert user is not None
+        carrier = next((m for m in messages if m.text or m.caption), first)
+        text = carrier.text or carrier.caption or ""
+        is_private = chat.type == "private"
+        mentioned = self._mentions_us(carrier)
+        text = self._strip_mention(text)
+        reply = first.reply_to_message
+        if reply is not None and reply.forum_topic_created is not None:
+            reply = None  # a topic message "replies" to the topic's root: not a real reply
+        replied_to_us = reply is not None and reply.from_user is not None and (
+            reply.from_user.id == self.bot_id)
+        command = self._sink.commands.parse(text, "telegram", self.bot_username)
+        if command is not None and command.unknown and not is_private and not (
+                self._targets_us(text)):
+            command = None  # `/foo` in a group may well be another bot's command
+        attachments = [a for m in messages for a in self._attachments(m)]
+        return Inbound(
+            id=str(first.message_id),
+            channel=ChannelKey("telegram", str(chat.id), _thread_str(first)),
+            author=Author(str(user.id), _display_name(user), user.is_bot),
+            text=text,
+            attachments=attachments,
+            reply_to=self._quoted(reply) if reply is not None else None,
+            is_private=is_private,
+            addressed=is_private or mentioned or replied_to_us or command is not None,
+            command=command,
+            chat_title=chat.title if not is_private else None,
+        )
+
+    def _mentions_us(self, msg: Message) -> bool:
+        if not self.bot_username:
+            return False
+        wanted = f"@{self.bot_username}".lower()
+        kinds = [MessageEntity.MENTION, MessageEntity.TEXT_MENTION]
+        found = msg.parse_entities(kinds) if msg.text else msg.parse_caption_entities(kinds)
+        for entity, value in found.items():
+            if entity.type == MessageEntity.TEXT_MENTION:
+                if entity.user is not None and entity.user.id == self.bot_id:
+                    return True
+            elif value.lower() == wanted:
+                return True
+        return False
+
+    def _strip_mention(self, text: str) -> str:
+        if not self.bot_username:
+            return text
+        pattern = rf"^\s*@{re.escape(self.bot_username)}\b[\s,:;]*"
+        return re.sub(pattern, "", text, count=1, flags=re.IGNORECASE)
+
+    def _targets_us(self, text: str) -> bool:
+        m = re.match(r"^/\w+@(\w+)", text.strip())
+        return bool(m and self.bot_username and m.group(1).lower() == self.bot_username.lower())
+
+    def _quoted(self, reply: Message) -> Quoted:
+        author = None
+        if reply.from_user is not None:
+            u = reply.from_user
+            author = Author(str(u.id), _display_name(u), u.is_bot)
+        return Quoted(
+            id=str(reply.message_id),
+            author=author,
+            text=reply.text or reply.caption or "",
+            attachments=tuple(self._attachments(reply)),
+            from_self=reply.from_user is not None and reply.from_user.id == self.bot_id,
+        )
+
+    def _attachments(self, msg: Message) -> list[Attachment]:
+        out: list[Attachment] = []
+        if msg.photo:
+            best = max(msg.photo, key=lambda p: (p.width * p.height, p.file_size or 0))
+            out.append(self._attachment("image", best.file_id, f"photo_{best.file_unique_id}.jpg",
+                                        "image/jpeg", best.file_size))
+        if msg.document:
+            d = msg.document
+            mime = d.mime_type or "application/octet-stream"
+            kind: AttachmentKind = "image" if mime.startswith("image/") else "document"
+            out.append(self._attachment(kind, d.file_id, d.file_name or "document", mime,
+                                        d.file_size))
+        if msg.voice:
+            v = msg.voice
+            out.append(self._attachment("voice", v.file_id, "voice.ogg",
+                                        v.mime_type or "audio/ogg", v.file_size,
+                                        _duration(v)))
+        if msg.audio:
+            a = msg.audio
+            out.append(self._attachment("audio", a.file_id, a.file_name or "audio.mp3",
+                                        a.mime_type or "audio/mpeg", a.file_size,
+                                        _duration(a)))
+        if msg.video_note:
+            n = msg.video_note
+            out.append(self._attachment("video", n.file_id, "video_note.mp4", "video/mp4",
+                                        n.file_size, _duration(n)))
+        if msg.video:
+            vd = msg.video
+            out.append(self._attachment("video", vd.file_id, vd.file_name or "video.mp4",
+                                        vd.mime_type or "video/mp4", vd.file_size,
+                                        _duration(vd)))
+        return out
+
+    def _attachment(self, kind: AttachmentKind, file_id: str, filename: str, mime: str,
+                    size: int | None, duration: float | None = None) -> Attachment:
+        async def read() -> bytes:
+            return await self._download(file_id)
+
+        return Attachment(kind=kind, filename=filename, mime=mime, size=size, reader=read,
+                          duration=duration, max_size=MAX_DOWNLOAD)
+
+    async def _download(self, file_id: str) -> bytes:
+        """getFile + download; errors are re-raised without the token-bearing URL."""
+        try:
+            tg_file = await self.app.bot.get_file(file_id)
+            data = await tg_file.download_as_bytearray()
+        except BadRequest as e:
+            if "too big" in e.message.lower():
+                raise UserError("That file is too large for a Telegram bot to download "
+                                "(the limit is 20 MB).") from None
+            log.warning("telegram: download failed: %s", self._safe(e))
+            raise UserError("I couldn't download that file from Telegram.") from None
+        except TelegramError as e:
+            log.warning("telegram: download failed: %s", self._safe(e))
+            raise UserError("I couldn't download that file from Telegram.") from None
+        return bytes(data)
+
+    def _safe(self, e: BaseException) -> str:
+        text = f"{type(e).__name__}: {e}"
+        for form in self._redact.forms:
+            text = text.replace(form, "<token>")
+        return text
+
+
+def _media_of(msg: Message) -> bool:
+    return bool(msg.photo or msg.document or msg.voice or msg.audio or msg.video_note
+                or msg.video)
+
+
+def _thread_of(msg: Message) -> int | None:
+    return msg.message_thread_id if msg.is_topic_message else None
+
+
+def _thread_str(msg: Message) -> str | None:
+    thread = _thread_of(msg)
+    return str(thread) if thread is not None else None
+
+
+def _duration(media: Any) -> float | None:
+    """A media duration in seconds (PTB 22 warns when reading it as an int)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = media.duration
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+__all__ = ["CAPABILITIES", "SendLimiter", "TelegramAdapter", "TelegramReplier"]

@@ -1,0 +1,1 @@
+"""Platform-neutral core of the chat bot: events, replies, routing, storage, the model."""

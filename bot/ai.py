@@ -1,0 +1,259 @@
+"""The only place that talks to the OpenAI SDK: models per task, retries, error mapping.
+
+The SDK already retries connection errors, 408/409/429/5xx with exponential backoff and
+honours Retry-After; we set its retry count and timeout from config. What is left here is
+turning every failure into one short sentence a chat member can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from bot.config import Config
+from bot.errors import ModelError, Unsupported
+
+log = logging.getLogger(__name__)
+
+# Models that reject max_tokens and want max_completion_tokens (reasoning families).
+_COMPLETION_TOKENS_PREFIXES = ("gpt-5", "gpt-6", "o1", "o3", "o4")
+
+MESSAGES = {
+    "rate_limited": "The AI service is busy right now (rate limited). Please try again in a "
+    "moment.",
+    "quota": "The bot's AI quota is used up. An admin needs to check the OpenAI plan and "
+    "billing.",
+    "model_not_found": "The model `{model}` is not available on this AI server. An admin can "
+    "pick another with /model.",
+    "content_policy": "The AI service refused this request (content policy).",
+    "server_error": "The AI service had an internal error. Please try again.",
+    "timeout": "The AI service took too long to answer. Please try again.",
+    "connection": "The AI service cannot be reached right now. Please try again later.",
+    "auth": "The bot's AI API key was rejected. An admin needs to fix OPENAI_API_KEY.",
+    "bad_request": "The AI service rejected the request: {detail}",
+    "unsupported": "This AI server does not offer {what}.",
+}
+
+
+def map_error(exc: Exception, *, model: str, what: str = "this feature") -> ModelError:
+    """Translate an SDK exception into a short, distinct user-facing error."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ModelError(MESSAGES["timeout"], "timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        return ModelError(MESSAGES["connection"], "connection")
+    if isinstance(exc, openai.APIStatusError):
+        code = (exc.code or "").lower()
+        etype = str(getattr(exc, "type", "") or "").lower()
+        if isinstance(exc, openai.RateLimitError):
+            if "quota" in code or "quota" in etype:
+                return ModelError(MESSAGES["quota"], "quota")
+            return ModelError(MESSAGES["rate_limited"], "rate_limited")
+        if isinstance(exc, openai.AuthenticationError):
+            return ModelError(MESSAGES["auth"], "auth")
+        if isinstance(exc, openai.NotFoundError):
+            if code == "model_not_found" or "model" in str(exc.message).lower():
+                return ModelError(MESSAGES["model_not_found"].format(model=model),
+                                  "model_not_found")
+            return Unsupported(MESSAGES["unsupported"].format(what=what))
+        if exc.status_code in (405, 501):
+            return Unsupported(MESSAGES["unsupported"].format(what=what))
+        if code in ("content_policy_violation", "content_filter", "moderation_blocked",
+                    "invalid_prompt") or "safety" in code:
+            return ModelError(MESSAGES["content_policy"], "content_policy")
+        if exc.status_code >= 500:
+            return ModelError(MESSAGES["server_error"], "server_error")
+        if exc.status_code == 402 or "quota" in code:
+            return ModelError(MESSAGES["quota"], "quota")
+        detail = _short(exc.message)
+        return ModelError(MESSAGES["bad_request"].format(detail=detail), "bad_request")
+    return ModelError(MESSAGES["server_error"], "server_error")
+
+
+def _short(message: str, limit: int = 200) -> str:
+    text = " ".join(str(message).split())
+    # the SDK prefixes "Error code: 400 - {...}"; keep the API's own sentence when present
+    if "'message': '" in text:
+        text = text.split("'message': '", 1)[1].split("'", 1)[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Tokenizer:
+    """tiktoken for OpenAI models when its encoding is available offline, else an estimate.
+
+    The estimate over-counts on purpose (UTF-8 bytes / 3): too little context is better than
+    a request the server rejects as too long.
+    """
+
+    def __init__(self, mode: str = "auto") -> None:
+        self.mode = mode
+        self._enc: Any = None
+        if mode == "tiktoken":
+            self._load()
+        elif mode == "auto":
+            # the encoding may need a download: never make start-up wait for it
+            threading.Thread(target=self._load, name="tiktoken-load", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            import tiktoken
+
+            self._enc = tiktoken.get_encoding("o200k_base")
+        except Exception as e:  # offline, or the package cannot load its data
+            log.warning("tiktoken unavailable (%s); using a size estimate", type(e).__name__)
+            self.mode = "estimate"
+
+    def count(self, text: str) -> int:
+        """Tokens in a text (never zero for a non-empty string)."""
+        if self._enc is not None:
+            return len(self._enc.encode(text, disallowed_special=()))
+        return len(text.encode("utf-8")) // 3 + 1
+
+
+@dataclass
+class ChatStream:
+    """Deltas of one streamed answer; usage and finish reason are known once it ends."""
+
+    model: str
+    _iter: AsyncIterator[str] | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    refusal: str = ""
+    text: str = ""
+    _source: Any = field(default=None, repr=False)
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        assert self._iter is not None
+        return self._iter
+
+
+class AI:
+    """Async OpenAI client with per-task models from config."""
+
+    def __init__(self, config: Config, tokenizer: Tokenizer | None = None) -> None:
+        self.config = config
+        self.models = config.models
+        self.tokenizer = tokenizer or Tokenizer()
+        self.client = AsyncOpenAI(
+            api_key=config.secrets.openai_api_key or "not-needed",
+            base_url=config.secrets.openai_base_url or None,
+            organization=config.openai.organization or None,
+            timeout=config.openai.timeout,
+            max_retries=config.openai.max_retries,
+        )
+        self._legacy_max_tokens: set[str] = set()
+
+    async def close(self) -> None:
+        """Close the HTTP connection pool."""
+        await self.client.close()
+
+    def _length_param(self, model: str, max_tokens: int) -> dict[str, int]:
+        if model in self._legacy_max_tokens:
+            return {"max_tokens": max_tokens}
+        return {"max_completion_tokens": max_tokens}
+
+    async def chat_stream(
+        self, model: str, messages: list[dict[str, Any]], *, max_tokens: int
+    ) -> ChatStream:
+        """Start a streamed chat completion; errors before the first byte raise ModelError."""
+        result = ChatStream(model=model)
+        try:
+            stream = await self._create_stream(model, messages, max_tokens)
+        except openai.OpenAIError as e:
+            raise map_error(e, model=model, what="chat") from e
+
+        async def deltas() -> AsyncIterator[str]:
+            try:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        result.prompt_tokens = chunk.usage.prompt_tokens
+                        result.completion_tokens = chunk.usage.completion_tokens
+                    for choice in chunk.choices:
+                        delta = choice.delta
+                        if choice.finish_reason:
+                            result.finish_reason = choice.finish_reason
+                        if delta is None:
+                            continue
+                        if getattr(delta, "refusal", None):
+                            result.refusal += delta.refusal or ""
+                        if delta.content:
+                            result.text += delta.content
+                            yield delta.content
+            except openai.OpenAIError as e:
+                raise map_error(e, model=model, what="chat") from e
+            finally:
+                await stream.close()
+
+        result._iter = deltas()
+        return result
+
+    async def _create_stream(
+        self, model: str, messages: list[dict[str, Any]], max_tokens: int
+    ) -> Any:
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **self._length_param(model, max_tokens),
+        }
+        try:
+            return await self.client.chat.completions.create(**kwargs)
+        except openai.BadRequestError as e:
+            retry = self._downgrade(model, e, kwargs)
+            if retry is None:
+                raise
+            return await self.client.chat.completions.create(**retry)
+
+    def _downgrade(
+        self, model: str, e: openai.BadRequestError, kwargs: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Older compatible servers reject newer parameters; retry once without them."""
+        text = f"{e.param or ''} {e.message}".lower()
+        retry = dict(kwargs)
+        if "max_completion_tokens" in text and "max_completion_tokens" in retry:
+            self._legacy_max_tokens.add(model)
+            retry["max_tokens"] = retry.pop("max_completion_tokens")
+            return retry
+        if "stream_options" in text and "stream_options" in retry:
+            retry.pop("stream_options")
+            return retry
+        return None
+
+    async def complete(
+        self, model: str, messages: list[dict[str, Any]], *, max_tokens: int
+    ) -> tuple[str, int, int, bool]:
+        """A non-streamed answer: (text, prompt tokens, completion tokens, estimated)."""
+        try:
+            resp = await self.client.chat.completions.create(
+                model=model, messages=messages, **self._length_param(model, max_tokens)
+            )
+        except openai.OpenAIError as e:
+            raise map_error(e, model=model, what="chat") from e
+        text = (resp.choices[0].message.content or "") if resp.choices else ""
+        if resp.usage is not None:
+            return text, resp.usage.prompt_tokens, resp.usage.completion_tokens, False
+        return text, self.estimate_messages(messages), self.tokenizer.count(text), True
+
+    def estimate_messages(self, messages: list[dict[str, Any]]) -> int:
+        """Token estimate of a request (used when the server sends no usage)."""
+        total = 3
+        for m in messages:
+            content = m.get("content")
+            if isinstance(content, str):
+                total += 4 + self.tokenizer.count(content)
+            elif isinstance(content, list):
+                for part in content:
+                    if part.get("type") == "text":
+                        total += self.tokenizer.count(part.get("text", ""))
+                    else:
+                        total += 85
+                total += 4
+        return total
+

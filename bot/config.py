@@ -1,0 +1,248 @@
+"""config.toml + environment secrets -> frozen typed settings; a bad key stops start-up."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+
+class ConfigError(Exception):
+    """A missing or invalid setting; printed as one line, exit code 2."""
+
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant in a chat app. Answer concisely in the user's language. "
+    "In group chats, messages are prefixed with the speaker's name."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BotSection:
+    """Behaviour shared by all platforms."""
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    group_trigger: str = "mention"
+    record_unaddressed: bool = True
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAISection:
+    """How to reach the model service (the key and URL come from the environment)."""
+
+    timeout: float = 60.0
+    max_retries: int = 2
+    organization: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelsSection:
+    """One model per task; defaults are current models the openai library does not deprecate."""
+
+    chat: str = "gpt-5.4-mini"
+    vision: str = "gpt-5.4-mini"
+    image: str = "gpt-image-2"
+    transcribe: str = "gpt-transcribe"
+    tts: str = "gpt-4o-mini-tts"
+    embedding: str = "text-embedding-3-small"
+    choices: tuple[str, ...] = ("gpt-5.4-mini", "gpt-5.5", "gpt-5.4")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSection:
+    """Context assembly and answer length."""
+
+    history_tokens: int = 6000
+    max_output_tokens: int = 2000
+    history_messages: int = 200
+    tokenizer: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSection:
+    """Who may use the bot; empty lists mean everyone. Ids are platform:id or bare ids."""
+
+    allowed_users: tuple[str, ...] = ()
+    allowed_chats: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSection:
+    """Where the SQLite database lives (BOT_DATABASE overrides)."""
+
+    path: str = "bot.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramSection:
+    """Telegram specifics (the token and API root come from the environment)."""
+
+    poll_timeout: int = 30
+    album_wait: float = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordSection:
+    """Discord specifics (the token comes from the environment)."""
+
+    sync_commands: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """Only from the environment (or .env): never from config.toml."""
+
+    openai_api_key: str = ""
+    openai_base_url: str = ""
+    discord_token: str = ""
+    telegram_token: str = ""
+    telegram_api_url: str = "https://api.telegram.org"
+    database: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """All settings, typed and frozen."""
+
+    bot: BotSection = field(default_factory=BotSection)
+    openai: OpenAISection = field(default_factory=OpenAISection)
+    models: ModelsSection = field(default_factory=ModelsSection)
+    chat: ChatSection = field(default_factory=ChatSection)
+    access: AccessSection = field(default_factory=AccessSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+    telegram: TelegramSection = field(default_factory=TelegramSection)
+    discord: DiscordSection = field(default_factory=DiscordSection)
+    secrets: Secrets = field(default_factory=Secrets)
+
+    @property
+    def database_path(self) -> str:
+        """BOT_DATABASE wins over [storage] path."""
+        return self.secrets.database or self.storage.path
+
+
+_SECTIONS = {f.name: f for f in fields(Config) if f.name != "secrets"}
+_CHOICES = {
+    ("bot", "group_trigger"): ("mention", "always"),
+    ("chat", "tokenizer"): ("auto", "tiktoken", "estimate"),
+    ("bot", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
+}
+_SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def _build_section(cls: type, name: str, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: [{name}] must be a table")
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in hints:
+            if any(w in key.lower() for w in _SECRET_WORDS):
+                raise ConfigError(
+                    f"config: {name}.{key} looks like a secret; set it in the environment instead"
+                )
+            raise ConfigError(f"config: unknown key {name}.{key}")
+        values[key] = _coerce(hints[key], value, f"{name}.{key}")
+        allowed = _CHOICES.get((name, key))
+        if allowed and values[key] not in allowed:
+            raise ConfigError(f"config: {name}.{key} must be one of {', '.join(allowed)}")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if get_origin(hint) is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"config: {where} must be a list")
+        (item,) = get_args(hint)[:1]
+        return tuple(_coerce(item, v, where) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"config: {where} must be a {hint.__name__}")
+    if hint in (int, float) and value < 0:
+        raise ConfigError(f"config: {where} must not be negative")
+    return value
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    """Minimal .env reader (KEY=value, # comments); the real environment wins."""
+    out: dict[str, str] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None,
+    env: dict[str, str] | None = None,
+    *,
+    required: bool = False,
+) -> Config:
+    """Read config.toml (a missing default file = all defaults) and secrets from the env.
+
+    With env=None the process environment and a .env file in the working directory are
+    read; tests pass env explicitly and no .env is consulted.
+    """
+    if env is None:
+        environ = dict(os.environ)
+        for k, v in _read_dotenv(Path(".env")).items():
+            environ.setdefault(k, v)
+    else:
+        environ = dict(env)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if p.exists():
+            try:
+                raw = tomllib.loads(p.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+                raise ConfigError(f"config: {p} is not valid TOML: {e}") from None
+        elif required:
+            raise ConfigError(f"config: file not found: {p}")
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        f = _SECTIONS.get(name)
+        if f is None:
+            raise ConfigError(f"config: unknown section [{name}]")
+        cls = get_type_hints(Config)[name]
+        sections[name] = _build_section(cls, name, value)
+    api_url = environ.get("TELEGRAM_API_URL", "").strip() or "https://api.telegram.org"
+    secrets = Secrets(
+        openai_api_key=environ.get("OPENAI_API_KEY", "").strip(),
+        openai_base_url=environ.get("OPENAI_BASE_URL", "").strip(),
+        discord_token=environ.get("DISCORD_BOT_TOKEN", "").strip(),
+        telegram_token=environ.get("TELEGRAM_BOT_TOKEN", "").strip(),
+        telegram_api_url=api_url.rstrip("/"),
+        database=environ.get("BOT_DATABASE", "").strip(),
+    )
+    config = Config(**sections, secrets=secrets)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    if not config.secrets.openai_api_key and not config.secrets.openai_base_url:
+        raise ConfigError(
+            "OPENAI_API_KEY is not set (set it, or OPENAI_BASE_URL for a local server)"
+        )
+    if config.models.chat not in config.models.choices:
+        # the default model is always selectable
+        object.__setattr__(config.models, "choices", (config.models.chat, *config.models.choices))
+    if config.chat.history_tokens < 100:
+        raise ConfigError("config: chat.history_tokens must be at least 100")
+    if not config.secrets.telegram_api_url.startswith(("http://", "https://")):
+        raise ConfigError("TELEGRAM_API_URL must start with http:// or https://")

@@ -1,0 +1,51 @@
+"""What a handler gets: the message, a replier bound to it, and the bot's services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bot.config import Config
+from bot.events import Inbound
+from bot.replies import Replier
+
+if TYPE_CHECKING:
+    from bot.ai import AI
+    from bot.commands import CommandTable
+    from bot.store import Store
+
+
+@dataclass(slots=True)
+class Context:
+    """One message being handled. Handlers reply only through `reply`."""
+
+    inbound: Inbound
+    reply: Replier
+    config: Config
+    store: Store
+    ai: AI
+    commands: CommandTable
+
+    @property
+    def channel(self) -> str:
+        """The channel key string that keys history and settings."""
+        return str(self.inbound.channel)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The typed arguments of the command being handled ({} for plain messages)."""
+        return self.inbound.command.args if self.inbound.command else {}
+
+    def is_admin(self) -> bool:
+        """Admins are listed as `platform:user_id` or bare ids in [access] admins."""
+        return _listed(self.config.access.admins, self.inbound.channel.platform,
+                       self.inbound.author.id)
+
+    async def setting(self, key: str, default: Any = None) -> Any:
+        """A channel setting or its config default."""
+        value = await self.store.setting(self.channel, key)
+        return default if value is None else value
+
+
+def _listed(entries: tuple[str, ...], platform: str, ident: str) -> bool:
+    return ident in entries or f"{platform}:{ident}" in entries

@@ -1,0 +1,38 @@
+"""Errors whose text is meant for the user; everything else is logged and hidden."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A failure the user caused or can act on; its message is shown verbatim."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AccessDenied(UserError):
+    """The user or chat is not allowed to use the bot or this command."""
+
+
+class ModelError(UserError):
+    """The model service failed in a way the user should hear about (rate limit, quota...)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Unsupported(ModelError):
+    """The configured server or model lacks the endpoint or capability asked for."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "unsupported")
+
+
+class RateLimited(Exception):
+    """A platform asked us to slow down; adapters raise it, the streamer waits it out."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited for {retry_after}s")
+        self.retry_after = retry_after

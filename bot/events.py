@@ -1,0 +1,100 @@
+"""Platform-neutral inbound events: what every adapter turns a platform message into."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bot.commands import CommandCall
+from bot.errors import UserError
+
+AttachmentKind = Literal["image", "voice", "audio", "video", "document"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelKey:
+    """One conversation: a chat, or a thread/topic inside it; keys history and settings."""
+
+    platform: str
+    chat_id: str
+    thread_id: str | None = None
+
+    def __str__(self) -> str:
+        base = f"{self.platform}:{self.chat_id}"
+        return f"{base}:{self.thread_id}" if self.thread_id else base
+
+    @classmethod
+    def parse(cls, text: str) -> ChannelKey:
+        """Reverse of str(); chat ids may be negative numbers but never contain ':'."""
+        parts = text.split(":")
+        if len(parts) == 2:
+            return cls(parts[0], parts[1])
+        if len(parts) == 3:
+            return cls(parts[0], parts[1], parts[2])
+        raise ValueError(f"not a channel key: {text!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who wrote a message; the name labels speakers in group history."""
+
+    id: str
+    name: str
+    is_bot: bool = False
+
+
+@dataclass(slots=True)
+class Attachment:
+    """A file on a message. There is deliberately no URL: Telegram's contain the bot token."""
+
+    kind: AttachmentKind
+    filename: str
+    mime: str
+    size: int | None
+    reader: Callable[[], Awaitable[bytes]] = field(repr=False)
+    duration: float | None = None
+    max_size: int = 25 * 1024 * 1024
+
+    async def read(self) -> bytes:
+        """Download the file, refusing anything over the size limit before and after."""
+        if self.size is not None and self.size > self.max_size:
+            raise UserError(
+                f"That file is too large ({self.size // (1024 * 1024)} MB; "
+                f"the limit is {self.max_size // (1024 * 1024)} MB)."
+            )
+        data = await self.reader()
+        if len(data) > self.max_size:
+            raise UserError(
+                f"That file is too large (the limit is {self.max_size // (1024 * 1024)} MB)."
+            )
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Quoted:
+    """The message an inbound replies to."""
+
+    id: str
+    author: Author | None
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+    from_self: bool = False
+
+
+@dataclass(slots=True)
+class Inbound:
+    """One user message (a Telegram album arrives as one) in platform-neutral form."""
+
+    id: str
+    channel: ChannelKey
+    author: Author
+    text: str
+    attachments: list[Attachment] = field(default_factory=list)
+    reply_to: Quoted | None = None
+    is_private: bool = False
+    addressed: bool = False
+    command: CommandCall | None = None
+    received_at: float = field(default_factory=time.time)
+    chat_title: str | None = None

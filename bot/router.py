@@ -1,0 +1,178 @@
+"""Inbound -> handler: per-channel order, cross-channel concurrency, access, error policy.
+
+Each channel with pending messages has one worker task draining its own queue, so a
+channel's messages are answered in the order they arrived while other channels proceed
+concurrently. Workers exit when their queue is empty: idle channels cost no memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.ai import AI
+from bot.commands import CommandTable, spec_of
+from bot.config import Config
+from bot.context import Context, _listed
+from bot.errors import UserError
+from bot.events import Inbound
+from bot.replies import Replier
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Context], Awaitable[None]]
+Predicate = Callable[[Inbound], bool]
+
+INTERNAL_ERROR = "Sorry, something went wrong on my side (error id {id})."
+NOT_ALLOWED = "Sorry, you are not allowed to use this bot here."
+ADMIN_ONLY = "Only bot admins can use /{name} in group chats."
+UNKNOWN_COMMAND = "Unknown command /{name}. Send /help to see what I can do."
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """What handlers/__init__.py declares: commands, message handlers, the passive recorder."""
+
+    commands: list[Handler]
+    messages: list[tuple[Predicate, Handler]]
+    passive: Handler | None = None
+
+
+class Router:
+    """Receives Inbounds from every adapter and runs the right handler."""
+
+    def __init__(self, config: Config, store: Store, ai: AI, registry: Registry) -> None:
+        self.config = config
+        self.store = store
+        self.ai = ai
+        self.registry = registry
+        self.commands = CommandTable([spec_of(h) for h in registry.commands], config)
+        self._queues: dict[str, deque[tuple[Inbound, Replier]]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._refused: OrderedDict[str, None] = OrderedDict()
+        self._closing = False
+        self.received = 0
+
+    async def submit(self, inbound: Inbound, replier: Replier) -> None:
+        """Queue a message behind earlier ones of its channel; returns immediately."""
+        if self._closing:
+            log.info("shutting down; dropping message %s", inbound.id)
+            return
+        self.received += 1
+        key = str(inbound.channel)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+        queue.append((inbound, replier))
+        self._idle.clear()
+        if key not in self._workers:
+            self._workers[key] = asyncio.create_task(self._work(key), name=f"channel {key}")
+
+    async def _work(self, key: str) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                inbound, replier = queue[0]
+                try:
+                    await self.handle(inbound, replier)
+                finally:
+                    queue.popleft()
+        finally:
+            del self._workers[key]
+            del self._queues[key]
+            if not self._workers:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Until no channel has pending work (tests, benchmarks, shutdown)."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting work and let in-flight messages finish, so no row is half-written."""
+        self._closing = True
+        try:
+            await self.wait_idle(timeout)
+        except TimeoutError:
+            log.warning("shutdown: %d channels still busy; cancelling", len(self._workers))
+            for task in list(self._workers.values()):
+                task.cancel()
+
+    def allowed(self, inbound: Inbound) -> bool:
+        """[access] lists: empty means everyone."""
+        access = self.config.access
+        platform = inbound.channel.platform
+        if access.allowed_users and not _listed(access.allowed_users, platform,
+                                                inbound.author.id):
+            return _listed(access.admins, platform, inbound.author.id)
+        return not (access.allowed_chats and not _listed(
+            access.allowed_chats, platform, inbound.channel.chat_id))
+
+    async def handle(self, inbound: Inbound, replier: Replier) -> None:
+        """Access, addressing and dispatch for one message, with the error policy."""
+        if inbound.author.is_bot:
+            return
+        addressed = inbound.addressed or inbound.is_private or (
+            self.config.bot.group_trigger == "always")
+        inbound.addressed = addressed
+        ctx = Context(inbound, replier, self.config, self.store, self.ai, self.commands)
+        if not self.allowed(inbound):
+            if addressed:
+                await self._refuse(ctx)
+            return
+        try:
+            if not addressed:
+                if self.registry.passive is not None and self.config.bot.record_unaddressed:
+                    await self.registry.passive(ctx)
+                return
+            await self._dispatch(ctx)
+        except UserError as e:
+            log.info("user error in %s: %s", inbound.channel, e.message)
+            await self._say(replier, e.message)
+        except Exception:
+            error_id = secrets.token_hex(4)
+            log.exception("error %s handling message %s in %s", error_id, inbound.id,
+                          inbound.channel)
+            await self._say(replier, INTERNAL_ERROR.format(id=error_id))
+
+    async def _dispatch(self, ctx: Context) -> None:
+        inbound = ctx.inbound
+        call = inbound.command
+        if call is not None:
+            if call.unknown:
+                raise UserError(UNKNOWN_COMMAND.format(name=call.name))
+            if call.error:
+                raise UserError(call.error)
+            spec = self.commands.by_name[call.name]
+            if spec.admin_in_groups and not inbound.is_private and not ctx.is_admin():
+                raise UserError(ADMIN_ONLY.format(name=call.name))
+            assert spec.handler is not None
+            await spec.handler(ctx)
+            return
+        for wants, handler in self.registry.messages:
+            if wants(inbound):
+                await handler(ctx)
+                return
+
+    async def _refuse(self, ctx: Context) -> None:
+        who = f"{ctx.inbound.channel.platform}:{ctx.inbound.author.id}"
+        log.info("refused %s in %s", who, ctx.inbound.channel)
+        if who in self._refused:
+            return
+        self._refused[who] = None
+        if len(self._refused) > 10_000:
+            self._refused.popitem(last=False)
+        await self._say(ctx.reply, NOT_ALLOWED)
+
+    @staticmethod
+    async def _say(replier: Replier, text: str) -> None:
+        try:
+            await replier.reply_long(text)
+        except Exception:
+            log.exception("could not deliver a reply")

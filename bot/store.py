@@ -1,0 +1,282 @@
+"""The only place with SQL: history, channel settings, usage and conversation ids.
+
+One aiosqlite connection in WAL mode, schema as numbered migrations applied at start-up.
+Every turn stores its token count when written, so context assembly reads a bounded number
+of recent rows through the (channel, id) index and never re-tokenizes old history: its
+cost does not grow with the size of the database.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+MIGRATIONS: list[str] = [
+    # 1: history, settings, usage, conversation ids
+    """
+    CREATE TABLE turns (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        author_id TEXT,
+        author_name TEXT,
+        content TEXT NOT NULL,
+        tokens INTEGER NOT NULL,
+        message_id TEXT,
+        addressed INTEGER NOT NULL DEFAULT 1,
+        created REAL NOT NULL
+    );
+    CREATE INDEX turns_channel_id ON turns (channel, id);
+    CREATE TABLE channel_settings (
+        channel TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (channel, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created REAL NOT NULL,
+        platform TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        user_id TEXT,
+        model TEXT NOT NULL,
+        feature TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        estimated INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX usage_user ON usage (platform, user_id, created);
+    CREATE TABLE conversations (
+        channel TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (channel, kind)
+    ) WITHOUT ROWID;
+    """,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One stored message of a channel's history."""
+
+    id: int
+    role: str
+    author_id: str | None
+    author_name: str | None
+    content: str
+    tokens: int
+    addressed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Token usage of one model request."""
+
+    platform: str
+    channel: str
+    user_id: str | None
+    model: str
+    feature: str
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool
+
+
+class Store:
+    """Async SQLite access; open() applies migrations, close() checkpoints."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The open connection (open() first)."""
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        """Open the database, enable WAL and apply pending migrations."""
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path)
+        await self.db.execute("PRAGMA journal_mode=WAL")
+        await self.db.execute("PRAGMA synchronous=NORMAL")
+        await self.db.execute("PRAGMA foreign_keys=ON")
+        await self.db.execute("PRAGMA busy_timeout=5000")
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        cur = await self.db.execute("PRAGMA user_version")
+        row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number <= version:
+                continue
+            # executescript commits first; the version bump rides in the same script
+            await self.db.executescript(
+                f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;"
+            )
+
+    async def close(self) -> None:
+        """Commit and close; WAL content is checkpointed so the file stands alone."""
+        if self._db is not None:
+            await self._db.commit()
+            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._db.close()
+            self._db = None
+
+    # --- history -------------------------------------------------------------------------
+
+    async def append_turn(
+        self,
+        channel: str,
+        role: str,
+        content: str,
+        tokens: int,
+        *,
+        author_id: str | None = None,
+        author_name: str | None = None,
+        message_id: str | None = None,
+        addressed: bool = True,
+    ) -> int:
+        """Store one message of the conversation and return its id."""
+        cur = await self.db.execute(
+            "INSERT INTO turns (channel, role, author_id, author_name, content, tokens,"
+            " message_id, addressed, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (channel, role, author_id, author_name, content, tokens, message_id,
+             int(addressed), time.time()),
+        )
+        await self.db.commit()
+        return int(cur.lastrowid or 0)
+
+    async def recent_turns(self, channel: str, token_budget: int, limit: int = 200) -> list[Turn]:
+        """The newest turns since the last /reset that fit the budget, oldest first."""
+        start = await self._context_start(channel)
+        cur = await self.db.execute(
+            "SELECT id, role, author_id, author_name, content, tokens, addressed FROM turns"
+            " WHERE channel = ? AND id > ? ORDER BY id DESC LIMIT ?",
+            (channel, start, limit),
+        )
+        out: list[Turn] = []
+        used = 0
+        async for r in cur:
+            if used + r[5] > token_budget:
+                break
+            used += r[5]
+            out.append(Turn(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])))
+        await cur.close()
+        out.reverse()
+        return out
+
+    async def _context_start(self, channel: str) -> int:
+        value = await self.setting(channel, "context_start")
+        return int(value) if value is not None else 0
+
+    async def reset_context(self, channel: str) -> int:
+        """Forget the context from here on; the rows stay (nothing stored is lost)."""
+        cur = await self.db.execute("SELECT COALESCE(MAX(id), 0) FROM turns WHERE channel = ?",
+                                    (channel,))
+        row = await cur.fetchone()
+        last = int(row[0]) if row else 0
+        await self.set_setting(channel, "context_start", last)
+        return last
+
+    async def count_turns(self, channel: str | None = None) -> int:
+        """How many turns are stored (all channels, or one)."""
+        if channel is None:
+            cur = await self.db.execute("SELECT COUNT(*) FROM turns")
+        else:
+            cur = await self.db.execute("SELECT COUNT(*) FROM turns WHERE channel = ?",
+                                        (channel,))
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    # --- settings ------------------------------------------------------------------------
+
+    async def setting(self, channel: str, key: str) -> Any:
+        """One channel setting, or None when unset (the config default applies)."""
+        cur = await self.db.execute(
+            "SELECT value FROM channel_settings WHERE channel = ? AND key = ?", (channel, key)
+        )
+        row = await cur.fetchone()
+        return json.loads(row[0]) if row else None
+
+    async def settings(self, channel: str) -> dict[str, Any]:
+        """All settings of a channel."""
+        cur = await self.db.execute(
+            "SELECT key, value FROM channel_settings WHERE channel = ?", (channel,)
+        )
+        return {k: json.loads(v) async for k, v in cur}
+
+    async def set_setting(self, channel: str, key: str, value: Any) -> None:
+        """Set (or with None, clear) a channel setting."""
+        if value is None:
+            await self.db.execute(
+                "DELETE FROM channel_settings WHERE channel = ? AND key = ?", (channel, key)
+            )
+        else:
+            await self.db.execute(
+                "INSERT INTO channel_settings (channel, key, value, updated) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (channel, key) DO UPDATE SET value = excluded.value,"
+                " updated = excluded.updated",
+                (channel, key, json.dumps(value), time.time()),
+            )
+        await self.db.commit()
+
+    # --- usage ---------------------------------------------------------------------------
+
+    async def record_usage(self, row: UsageRow) -> None:
+        """One model request's tokens, per platform, channel, user and model."""
+        await self.db.execute(
+            "INSERT INTO usage (created, platform, channel, user_id, model, feature,"
+            " prompt_tokens, completion_tokens, estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), row.platform, row.channel, row.user_id, row.model, row.feature,
+             row.prompt_tokens, row.completion_tokens, int(row.estimated)),
+        )
+        await self.db.commit()
+
+    async def usage_rows(self, channel: str | None = None) -> list[UsageRow]:
+        """Usage rows, oldest first (for reports and tests)."""
+        sql = ("SELECT platform, channel, user_id, model, feature, prompt_tokens,"
+               " completion_tokens, estimated FROM usage")
+        params: tuple[Any, ...] = ()
+        if channel is not None:
+            sql += " WHERE channel = ?"
+            params = (channel,)
+        cur = await self.db.execute(sql + " ORDER BY id", params)
+        return [UsageRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) async for r in cur]
+
+    # --- conversation ids ----------------------------------------------------------------
+
+    async def conversation_id(self, channel: str, kind: str) -> str | None:
+        """A remote conversation/thread id kept for this channel (assistants, responses)."""
+        cur = await self.db.execute(
+            "SELECT remote_id FROM conversations WHERE channel = ? AND kind = ?", (channel, kind)
+        )
+        row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def set_conversation_id(self, channel: str, kind: str, remote_id: str | None) -> None:
+        """Remember (or with None, forget) a remote conversation id."""
+        if remote_id is None:
+            await self.db.execute(
+                "DELETE FROM conversations WHERE channel = ? AND kind = ?", (channel, kind)
+            )
+        else:
+            await self.db.execute(
+                "INSERT INTO conversations (channel, kind, remote_id, updated) VALUES (?,?,?,?)"
+                " ON CONFLICT (channel, kind) DO UPDATE SET remote_id = excluded.remote_id,"
+                " updated = excluded.updated",
+                (channel, kind, remote_id, time.time()),
+            )
+        await self.db.commit()

@@ -1,0 +1,1 @@
+"""Behaviour tests: real adapters and clients against loopback fakes."""
