@@ -3,8 +3,9 @@
 The model answers in GitHub-flavoured Markdown; adapters call these pure functions on every
 streamed edit, so they are linear-time and tolerate partial text: an unclosed fence is closed,
 unclosed inline markers (``**``, `` ` ``, ``[text](ur``) stay literal text. Inline Markdown is
-parsed one line at a time with a simplified CommonMark delimiter algorithm (flanking rules,
-no "rule of 3"), which always yields properly nested tags.
+parsed one line at a time (emphasis never spans a line break) with a simplified CommonMark
+delimiter algorithm (flanking rules, no "rule of 3"), which always yields properly nested tags.
+Rendered lines are memoised, so re-rendering a growing text costs about one line's work.
 """
 
 from __future__ import annotations
@@ -234,6 +235,31 @@ def _inline(s: str, html: bool, links: bool = True, code: bool = True) -> str:
     while m is not None:
         j = m.start()
         c = s[j]
+        if c in "*_~|":  # the common case first
+            if j > i:
+                out.append(esc(s[i:j]))
+            k = j + 1
+            while k < n and s[k] == c:
+                k += 1
+            i = k
+            if c in "~|" and k - j != 2:
+                out.append(s[j:k])
+            else:
+                key = (s[j - 1] if j else " ") + c + (s[k] if k < n else " ")
+                role = _ROLE.get(key)
+                if role is None:
+                    role = _flanking(key)
+                if not role:
+                    out.append(s[j:k])
+                else:
+                    run = _Run(c, k - j, j)
+                    out.append(run)
+                    if role & 2 and stacks[c]:
+                        _match(run, stacks, html)
+                    if role & 1 and run.count:
+                        stacks[c].append(run)
+            m = search(s, i)
+            continue
         if c == ":":  # a bare URL? keep it intact so its underscores never become emphasis
             url = ""
             k = j
@@ -277,28 +303,6 @@ def _inline(s: str, html: bool, links: bool = True, code: bool = True) -> str:
                 else:
                     out.append(esc(content))
                 i = end + size
-        elif c in "*_~|":
-            k = j + 1
-            while k < n and s[k] == c:
-                k += 1
-            size = k - j
-            i = k
-            if c in "~|" and size != 2:
-                out.append(s[j:k])
-            else:
-                key = (s[j - 1] if j else " ") + c + (s[k] if k < n else " ")
-                role = _ROLE.get(key)
-                if role is None:
-                    role = _flanking(key)
-                if not role:
-                    out.append(s[j:k])
-                else:
-                    run = _Run(c, size, j)
-                    out.append(run)
-                    if role & 2:
-                        _match(run, stacks, html)
-                    if role & 1 and run.count:
-                        stacks[c].append(run)
         elif c in "![":
             start = j + 1 if c == "!" else j
             link = None

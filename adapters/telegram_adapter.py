@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ipaddress
 import logging
 import re
@@ -31,7 +32,7 @@ from telegram import (
 )
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
-from telegram.ext import Application, ApplicationBuilder, ContextTypes, TypeHandler
+from telegram.ext import Application, ApplicationBuilder
 from telegram.request import HTTPXRequest
 
 from adapters.base import Sink
@@ -324,7 +325,13 @@ class TelegramReplier(Replier):
         return [Sent(id=str(m.message_id), text=m.caption or "") for m in msgs]
 
     async def start_action(self, action: ChatAction) -> None:
-        """sendChatAction once (it shows for about 5 seconds)."""
+        """sendChatAction once (it shows for about 5 seconds); skipped under load.
+
+        The indicator is cosmetic: when every connection is busy (a burst of chats), it
+        would only delay real answers, so it is shed.
+        """
+        if self.adapter.saturated():
+            return
         kw: dict[str, Any] = {"chat_id": self.chat_id, "action": action}
         if self.thread_id is not None:
             kw["message_thread_id"] = self.thread_id
@@ -351,6 +358,30 @@ def _caption_forms(caption: str) -> tuple[str, str]:
     return to_telegram_html(caption), plain
 
 
+POOL_SIZE = 16
+
+
+class _BoundedRequest(HTTPXRequest):
+    """HTTPXRequest that never queues more calls than it has connections.
+
+    httpcore matches queued requests to connections in O(queued x connections) on every
+    change, which made a burst of 500 answers spend seconds of CPU in the pool; waiting
+    on a semaphore instead costs nothing.
+    """
+
+    def __init__(self, *, connection_pool_size: int, **kwargs: Any) -> None:
+        super().__init__(connection_pool_size=connection_pool_size, **kwargs)
+        self._slots = asyncio.Semaphore(connection_pool_size)
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        async with self._slots:
+            return await super().do_request(*args, **kwargs)
+
+    def saturated(self) -> bool:
+        """True when every connection is in use."""
+        return self._slots.locked()
+
+
 class TelegramAdapter:
     """Telegram via long polling (getUpdates) with PTB's Application and Updater."""
 
@@ -367,8 +398,8 @@ class TelegramAdapter:
         # a loopback API (tests, a local Bot API server) must never go through a proxy
         httpx_kwargs = {"trust_env": False} if _is_loopback(root) else {}
         poll = config.telegram.poll_timeout
-        request = HTTPXRequest(connection_pool_size=64, read_timeout=30.0,
-                               media_write_timeout=60.0, httpx_kwargs=httpx_kwargs)
+        request = _BoundedRequest(connection_pool_size=POOL_SIZE, read_timeout=30.0,
+                                  media_write_timeout=60.0, httpx_kwargs=httpx_kwargs)
         updates_request = HTTPXRequest(connection_pool_size=2, read_timeout=poll + 10.0,
                                        httpx_kwargs=httpx_kwargs)
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
@@ -381,12 +412,17 @@ class TelegramAdapter:
             .job_queue(None)
             .build()
         )
-        self.app.add_handler(TypeHandler(Update, self._on_update))
+        self._poller: asyncio.Task[None] | None = None
+        self._request = request
         self.limiter = SendLimiter()
         self.bot_id: int | None = None
         self.bot_username: str | None = None
         self._sink: Sink | None = None
         self._albums: dict[tuple[int, str], _Album] = {}
+
+    def saturated(self) -> bool:
+        """Whether API calls are queueing for a connection (then cosmetic calls are shed)."""
+        return self._request.saturated()
 
     async def start(self, sink: Sink) -> None:
         """getMe, setMyCommands, then long polling; returns once updates are flowing."""
@@ -401,14 +437,44 @@ class TelegramAdapter:
         self.bot_id = me.id
         self.bot_username = me.username
         await self._register_commands(sink)
-        await self.app.start()
-        assert self.app.updater is not None
-        await self.app.updater.start_polling(
-            timeout=self.config.telegram.poll_timeout,
-            allowed_updates=[Update.MESSAGE],
-            error_callback=self._poll_error,
-        )
+        try:
+            await self.app.bot.delete_webhook()  # getUpdates is refused while one is set
+        except TelegramError as e:
+            log.warning("telegram: could not delete the webhook: %s", self._safe(e))
+        self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
         log.info("telegram: polling as @%s", self.bot_username)
+
+    async def _poll(self) -> None:
+        """Long polling, handing each message straight to the sink.
+
+        Our own loop rather than PTB's Updater + Application dispatch: those add a queue
+        hop and a task per update, a measurable share of the bot's per-message overhead.
+        """
+        offset: int | None = None
+        backoff = 1.0
+        timeout = self.config.telegram.poll_timeout
+        while True:
+            try:
+                updates = await self.app.bot.get_updates(
+                    offset=offset, timeout=timeout, allowed_updates=[Update.MESSAGE])
+                backoff = 1.0
+            except RetryAfter as e:
+                await asyncio.sleep(_seconds(e))
+                continue
+            except InvalidToken:
+                log.error("telegram: the token was revoked; polling stopped")
+                return
+            except TelegramError as e:  # network trouble, 409 conflict, 5xx
+                log.warning("telegram: polling error: %s; retrying in %.0f s",
+                            self._safe(e), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            for update in updates:
+                offset = update.update_id + 1
+                await self._on_update(update)
+            # let the handlers just queued get going before the next poll request
+            await asyncio.sleep(0)
 
     async def stop(self) -> None:
         """Stop polling, flush nothing further, close the HTTP clients."""
@@ -417,10 +483,11 @@ class TelegramAdapter:
                 album.task.cancel()
         self._albums.clear()
         try:
-            if self.app.updater is not None and self.app.updater.running:
-                await self.app.updater.stop()
-            if self.app.running:
-                await self.app.stop()
+            if self._poller is not None:
+                self._poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._poller
+                self._poller = None
             await self.app.shutdown()
         finally:
             for name in _URL_LOGGERS:
@@ -436,12 +503,9 @@ class TelegramAdapter:
         except TelegramError as e:
             log.warning("telegram: could not register commands: %s", e)
 
-    def _poll_error(self, error: TelegramError) -> None:
-        log.warning("telegram: polling error: %s", error)
-
     # ------------------------------------------------------------------ inbound
 
-    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _on_update(self, update: Update) -> None:
         try:
             msg = update.message
             if msg is None or not self._wanted(msg):

@@ -34,7 +34,8 @@ from handlers.chat import build_messages
 def fill(path: str, messages: int, channels: int) -> None:
     """Bulk-insert synthetic history (schema created by the real Store first)."""
     db = sqlite3.connect(path)
-    words = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua"]
+    words = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit",
+             "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore"]
     rng = random.Random(1)
     batch = []
     now = time.time()

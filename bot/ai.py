@@ -7,6 +7,7 @@ turning every failure into one short sentence a chat member can act on.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -14,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
 
 from bot.config import Config
 from bot.errors import ModelError, Unsupported
 
 log = logging.getLogger(__name__)
+
+CLIENT_SHARDS = 8
 
 # Models that reject max_tokens and want max_completion_tokens (reasoning families).
 _COMPLETION_TOKENS_PREFIXES = ("gpt-5", "gpt-6", "o1", "o3", "o4")
@@ -140,18 +143,28 @@ class AI:
         self.config = config
         self.models = config.models
         self.tokenizer = tokenizer or Tokenizer()
-        self.client = AsyncOpenAI(
+        # Several clients, used in turn: httpcore matches each request to a connection by
+        # scanning the whole pool, so one pool of 500 busy connections costs O(n^2) CPU in
+        # a burst; eight pools of ~60 cost an eighth of that.
+        self._clients = [self._new_client(config) for _ in range(CLIENT_SHARDS)]
+        self._next_client = itertools.cycle(self._clients)
+        self.client = self._clients[0]
+        self._legacy_max_tokens: set[str] = set()
+
+    @staticmethod
+    def _new_client(config: Config) -> AsyncOpenAI:
+        return AsyncOpenAI(
             api_key=config.secrets.openai_api_key or "not-needed",
             base_url=config.secrets.openai_base_url or None,
             organization=config.openai.organization or None,
             timeout=config.openai.timeout,
             max_retries=config.openai.max_retries,
         )
-        self._legacy_max_tokens: set[str] = set()
 
     async def close(self) -> None:
-        """Close the HTTP connection pool."""
-        await self.client.close()
+        """Close the HTTP connection pools."""
+        for client in self._clients:
+            await client.close()
 
     def _length_param(self, model: str, max_tokens: int) -> dict[str, int]:
         if model in self._legacy_max_tokens:
@@ -171,20 +184,22 @@ class AI:
         async def deltas() -> AsyncIterator[str]:
             try:
                 async for chunk in stream:
-                    if chunk.usage is not None:
-                        result.prompt_tokens = chunk.usage.prompt_tokens
-                        result.completion_tokens = chunk.usage.completion_tokens
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        if choice.finish_reason:
-                            result.finish_reason = choice.finish_reason
-                        if delta is None:
-                            continue
-                        if getattr(delta, "refusal", None):
-                            result.refusal += delta.refusal or ""
-                        if delta.content:
-                            result.text += delta.content
-                            yield delta.content
+                    if not isinstance(chunk, dict):
+                        continue
+                    usage = chunk.get("usage")
+                    if isinstance(usage, dict):
+                        result.prompt_tokens = usage.get("prompt_tokens")
+                        result.completion_tokens = usage.get("completion_tokens")
+                    for choice in chunk.get("choices") or ():
+                        if choice.get("finish_reason"):
+                            result.finish_reason = choice["finish_reason"]
+                        delta = choice.get("delta") or {}
+                        if delta.get("refusal"):
+                            result.refusal += delta["refusal"]
+                        content = delta.get("content")
+                        if content:
+                            result.text += content
+                            yield content
             except openai.OpenAIError as e:
                 raise map_error(e, model=model, what="chat") from e
             finally:
@@ -204,12 +219,20 @@ class AI:
             **self._length_param(model, max_tokens),
         }
         try:
-            return await self.client.chat.completions.create(**kwargs)
+            return await self._post_stream("/chat/completions", kwargs)
         except openai.BadRequestError as e:
             retry = self._downgrade(model, e, kwargs)
             if retry is None:
                 raise
-            return await self.client.chat.completions.create(**retry)
+            return await self._post_stream("/chat/completions", retry)
+
+    async def _post_stream(self, path: str, body: dict[str, Any]) -> AsyncStream[object]:
+        """A streamed request through the SDK's generic post (retries, errors, auth), with
+        chunks left as dicts: the typed path re-validates every request parameter and
+        builds a pydantic model per chunk, which cost more than the rest of the bot."""
+        client = next(self._next_client)
+        return await client.post(path, body=body, cast_to=object, stream=True,
+                                 stream_cls=AsyncStream[object])
 
     def _downgrade(
         self, model: str, e: openai.BadRequestError, kwargs: dict[str, Any]

@@ -76,6 +76,8 @@ class Replier:
         """Acknowledge a slash command before the platform's deadline (Discord: 3 s)."""
 
     action_interval: float = 4.0
+    # An answer that lands within this time needs no "typing…": skipping it saves a request.
+    action_delay: float = 0.2
 
     @asynccontextmanager
     async def working(self, action: ChatAction = "typing") -> AsyncIterator[None]:
@@ -86,6 +88,7 @@ class Replier:
         await self.defer()
 
         async def keep_alive() -> None:
+            await asyncio.sleep(self.action_delay)
             while True:
                 with contextlib.suppress(Exception):
                     await self.start_action(action)
@@ -107,9 +110,10 @@ class Replier:
 
     def split(self, markdown: str) -> list[str]:
         """Chunks of at most max_text; Telegram counts UTF-16 code units, Discord characters."""
-        from adapters.markup import split_markdown, utf16_len
+        from adapters.markup import discord_len, split_markdown, utf16_len
 
-        measure = utf16_len if self.capabilities.markup == "telegram_html" else len
+        measure = {"telegram_html": utf16_len, "discord": discord_len}.get(
+            self.capabilities.markup, len)
         return split_markdown(markdown, self.capabilities.max_text, measure=measure)
 
     async def reply_long(self, markdown: str) -> list[Sent]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,13 @@ class UsageRow:
 class Store:
     """Async SQLite access; open() applies migrations, close() checkpoints."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, settings_cache: int = 4096) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        # channel settings are read on every message and written rarely, only through
+        # this object: a small LRU of whole settings dicts saves a query per read
+        self._settings: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._settings_cap = settings_cache
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -108,7 +113,9 @@ class Store:
         """Open the database, enable WAL and apply pending migrations."""
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
+        # autocommit: each statement is its own transaction (one thread hop, not two);
+        # multi-statement work uses explicit BEGIN/COMMIT
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
         await self.db.execute("PRAGMA journal_mode=WAL")
         await self.db.execute("PRAGMA synchronous=NORMAL")
         await self.db.execute("PRAGMA foreign_keys=ON")
@@ -130,7 +137,6 @@ class Store:
     async def close(self) -> None:
         """Commit and close; WAL content is checkpointed so the file stands alone."""
         if self._db is not None:
-            await self._db.commit()
             await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             await self._db.close()
             self._db = None
@@ -156,25 +162,27 @@ class Store:
             (channel, role, author_id, author_name, content, tokens, message_id,
              int(addressed), time.time()),
         )
-        await self.db.commit()
         return int(cur.lastrowid or 0)
 
     async def recent_turns(self, channel: str, token_budget: int, limit: int = 200) -> list[Turn]:
-        """The newest turns since the last /reset that fit the budget, oldest first."""
+        """The newest turns since the last /reset that fit the budget, oldest first.
+
+        One query walking the (channel, id) index backwards, bounded by `limit`, so the
+        cost does not depend on how much history is stored.
+        """
         start = await self._context_start(channel)
-        cur = await self.db.execute(
+        rows = await self.db.execute_fetchall(
             "SELECT id, role, author_id, author_name, content, tokens, addressed FROM turns"
             " WHERE channel = ? AND id > ? ORDER BY id DESC LIMIT ?",
             (channel, start, limit),
         )
         out: list[Turn] = []
         used = 0
-        async for r in cur:
-            if used + r[5] > token_budget:
-                break
+        for r in rows:
             used += r[5]
+            if used > token_budget:
+                break
             out.append(Turn(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])))
-        await cur.close()
         out.reverse()
         return out
 
@@ -205,18 +213,22 @@ class Store:
 
     async def setting(self, channel: str, key: str) -> Any:
         """One channel setting, or None when unset (the config default applies)."""
-        cur = await self.db.execute(
-            "SELECT value FROM channel_settings WHERE channel = ? AND key = ?", (channel, key)
-        )
-        row = await cur.fetchone()
-        return json.loads(row[0]) if row else None
+        return (await self.settings(channel)).get(key)
 
     async def settings(self, channel: str) -> dict[str, Any]:
-        """All settings of a channel."""
+        """All settings of a channel (cached; treat the result as read-only)."""
+        cached = self._settings.get(channel)
+        if cached is not None:
+            self._settings.move_to_end(channel)
+            return cached
         cur = await self.db.execute(
             "SELECT key, value FROM channel_settings WHERE channel = ?", (channel,)
         )
-        return {k: json.loads(v) async for k, v in cur}
+        values = {k: json.loads(v) async for k, v in cur}
+        self._settings[channel] = values
+        if len(self._settings) > self._settings_cap:
+            self._settings.popitem(last=False)
+        return values
 
     async def set_setting(self, channel: str, key: str, value: Any) -> None:
         """Set (or with None, clear) a channel setting."""
@@ -231,7 +243,7 @@ class Store:
                 " updated = excluded.updated",
                 (channel, key, json.dumps(value), time.time()),
             )
-        await self.db.commit()
+        self._settings.pop(channel, None)
 
     # --- usage ---------------------------------------------------------------------------
 
@@ -243,7 +255,6 @@ class Store:
             (time.time(), row.platform, row.channel, row.user_id, row.model, row.feature,
              row.prompt_tokens, row.completion_tokens, int(row.estimated)),
         )
-        await self.db.commit()
 
     async def usage_rows(self, channel: str | None = None) -> list[UsageRow]:
         """Usage rows, oldest first (for reports and tests)."""
@@ -279,4 +290,3 @@ class Store:
                 " updated = excluded.updated",
                 (channel, kind, remote_id, time.time()),
             )
-        await self.db.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -55,16 +56,24 @@ async def system_prompt(ctx: Context) -> str:
 
 
 async def build_messages(ctx: Context, current: str) -> list[dict[str, Any]]:
-    """System prompt + as many recent turns as fit the budget (newest always included)."""
+    """System prompt + as many earlier turns as fit the budget + the current message.
+
+    Called before the current message is stored, so that storing it can overlap with
+    the model request.
+    """
     system = await system_prompt(ctx)
-    budget = max(ctx.config.chat.history_tokens - ctx.ai.tokenizer.count(system), 0)
-    turns = await ctx.store.recent_turns(ctx.channel, budget, ctx.config.chat.history_messages)
+    budget = ctx.config.chat.history_tokens - ctx.ai.tokenizer.count(system)
+    current_tokens = ctx.ai.tokenizer.count(current)
+    if current_tokens > budget:
+        # the message alone is over budget: send its tail rather than nothing
+        keep = max(budget, 100) * 3
+        return [{"role": "system", "content": system},
+                {"role": "user", "content": current[-keep:]}]
+    turns = await ctx.store.recent_turns(ctx.channel, budget - current_tokens,
+                                         ctx.config.chat.history_messages)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
     messages += [{"role": t.role, "content": t.content} for t in turns]
-    if not turns:
-        # the current message alone is over budget: send its tail rather than nothing
-        keep = max(budget, 100) * 3
-        messages.append({"role": "user", "content": current[-keep:]})
+    messages.append({"role": "user", "content": current})
     return messages
 
 
@@ -117,9 +126,14 @@ async def chat(ctx: Context) -> None:
     content = user_content(ctx.inbound)
     if not content:
         raise UserError(NOTHING_TO_READ)
-    await store_user_turn(ctx, content)
     messages = await build_messages(ctx, content)
-    await answer(ctx, messages)
+    # stored while the model request goes out; awaited before this message is done, and
+    # the channel's next message waits for this one, so history order is kept
+    stored = asyncio.create_task(store_user_turn(ctx, content))
+    try:
+        await answer(ctx, messages)
+    finally:
+        await stored
 
 
 async def record(ctx: Context) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from tests.harness import ALICE, BOB, Driver, wait_for
@@ -193,7 +195,7 @@ async def test_streaming_edits_stay_within_platform_limits(chat: Driver) -> None
     assert reply.text == text
     times = [t for t, _ in reply.edits]
     assert len(times) >= 3, "the answer should grow in place while streaming"
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.9, gaps
     # Discord: at most 5 per 5 s per channel
     assert all(times[i + 4] - times[i] >= 4.0 for i in range(len(times) - 4))

@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 import pytest
 
 from adapters.markup import (
+    discord_len,
     fence_open,
     split_markdown,
     to_discord,
@@ -369,10 +370,15 @@ def code_lines(text: str) -> list[tuple[str, str | None]]:
         if f and lang is None and "`" not in f.group(2):
             lang, marker = f.group(2).strip(), f.group(1)
             continue
-        if f and lang is not None and not f.group(2).strip():
-            if f.group(1)[0] == marker[0] and len(f.group(1)) >= len(marker):
-                lang = None
-                continue
+        if (
+            f
+            and lang is not None
+            and not f.group(2).strip()
+            and f.group(1)[0] == marker[0]
+            and len(f.group(1)) >= len(marker)
+        ):
+            lang = None
+            continue
         if line.strip():
             result.append((line.rstrip(), lang))
     return result
@@ -453,6 +459,48 @@ def test_unclosed_fence_is_closed_in_the_last_chunk() -> None:
     chunks = split_markdown(md, 1000)
     assert_valid_chunks(md, chunks, 1000)
     assert all(c.startswith("```js\n") and c.endswith("\n```") for c in chunks)
+
+
+def test_every_limit_around_a_closing_fence() -> None:
+    md = "```python\n" + "y" * 100 + "\n" + "z" * 30 + "\n```\nafter the block"
+    for limit in range(30, 160):
+        chunks = split_markdown(md, limit)
+        assert_valid_chunks(md, chunks, limit)
+        for c in chunks:
+            for line, lang in code_lines(c):
+                assert lang == ("python" if set(line) <= {"y", "z"} else None)
+
+
+@pytest.mark.parametrize(
+    "md",
+    [
+        "text " * 30 + "then ```python and more words follow here " * 5,
+        "```inline``` code opening a long line, " * 8,
+        "```js\n" + "let s = `a` + ```  also code with spaces " * 8 + "\n```",
+        "~~~\n" + "~~~ not a closer because of text " * 8 + "\n~~~",
+    ],
+)
+def test_cuts_inside_a_line_never_create_fences(md: str) -> None:
+    for limit in range(40, 240, 3):
+        chunks = split_markdown(md, limit)
+        assert_valid_chunks(md, chunks, limit)
+
+
+def test_prefers_not_to_cut_links_and_bold() -> None:
+    md = "intro " * 10 + "[a link with several words](https://example.com/page) tail"
+    chunks = split_markdown(md, 90)
+    assert chunks[1].startswith("[a link with several words](https://example.com/page)")
+    md = "intro " * 10 + "**bold words that belong together** tail"
+    chunks = split_markdown(md, 80)
+    assert chunks[1].startswith("**bold words that belong together**")
+
+
+def test_discord_measure_accounts_for_neutralised_mentions() -> None:
+    assert discord_len("hi @everyone and @here") == len(to_discord("hi @everyone and @here"))
+    md = "ping @everyone now. " * 300
+    chunks = split_markdown(md, 2000, measure=discord_len)
+    assert all(len(to_discord(c)) <= 2000 for c in chunks)
+    assert sum(c.count("@everyone") for c in chunks) == 300
 
 
 def test_prefers_paragraph_boundaries() -> None:

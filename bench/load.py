@@ -1,0 +1,197 @@
+"""Benchmarks against the in-repo fakes: per-message overhead, a burst of chats, memory.
+
+The bot runs as its own process (`python -m bot`, exactly as deployed) with the Telegram
+adapter; the fake Telegram Bot API and the fake OpenAI server run in this process. Times
+are taken here, on the fakes' side of the wire: from the moment a user's update is queued
+for getUpdates to the moment the bot's final text reaches the fake Bot API.
+
+    .venv/bin/python bench/load.py                 # all three
+    .venv/bin/python bench/load.py overhead burst  # a subset
+
+  overhead  sequential short messages, zero-latency model: p50 <= 3 ms, p99 <= 15 ms
+  burst     500 chats at once, 1 s model latency: all answered within 1.5 s
+  memory    RSS of the bot process after 10,000 distinct chats: <= 120 MB
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.openai_api import FakeOpenAI  # noqa: E402
+from tests.fakes.telegram_api import FakeTelegram  # noqa: E402
+
+CONFIG = """
+[bot]
+log_level = "WARNING"
+[chat]
+tokenizer = "estimate"
+[telegram]
+poll_timeout = 30
+"""
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Bench:
+    """Fakes here, the bot in a child process."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.tg = FakeTelegram()
+        self.ai = FakeOpenAI()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def __aenter__(self) -> Bench:
+        await self.tg.start()
+        await self.ai.start()
+        cfg = self.tmp / "config.toml"
+        cfg.write_text(CONFIG)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "OPENAI_API_KEY": self.ai.api_key,
+            "OPENAI_BASE_URL": self.ai.url,
+            "TELEGRAM_BOT_TOKEN": self.tg.token,
+            "TELEGRAM_API_URL": self.tg.url,
+            "BOT_DATABASE": str(self.tmp / "bench.sqlite3"),
+            "BOT_CONFIG": str(cfg),
+        }
+        cmd = [sys.executable, "-m", "bot"]
+        if os.environ.get("BENCH_PROFILE"):  # write a cProfile of the bot process there
+            cmd = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"],
+                   "-m", "bot"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)  # noqa: ASYNC220
+        # live once it has registered its commands and is polling
+        await self.tg.wait_until(lambda: any(c.method == "getUpdates" for c in self.tg.calls),
+                                 timeout=60)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            await asyncio.to_thread(self.proc.wait, 30)
+        await self.ai.stop()
+        await self.tg.stop()
+
+    async def all_answered(self, expected: dict[int, str], timeout: float) -> dict[int, float]:
+        """Wait until every chat's last message is its expected text; when each landed.
+
+        Checked in one pass over the fake's messages every few ms (not per request), so
+        the measuring does not slow the fake server down.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            last: dict[int, object] = {}
+            for m in self.tg.all_messages():
+                if m.chat_id in expected:
+                    last[m.chat_id] = m
+            done = {c: m.edits[-1][0] for c, m in last.items()  # type: ignore[attr-defined]
+                    if m.text == expected[c]}  # type: ignore[attr-defined]
+            if len(done) == len(expected):
+                return done
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(expected) - len(done)} chats unanswered")
+            await asyncio.sleep(0.005)
+
+    def answered_at(self, chat_id: int, expected: str) -> float | None:
+        """When the final text reached the fake, or None if not yet."""
+        msgs = self.tg.messages(chat_id)
+        if msgs and msgs[-1].text == expected:
+            return msgs[-1].edits[-1][0]
+        return None
+
+    async def one(self, chat_id: int, text: str) -> float:
+        """Send one message and return the bot's end-to-end time in ms."""
+        t0 = time.monotonic()
+        self.tg.user_message(chat_id, chat_id, text)
+        expected = f"echo: {text}"
+        await self.tg.wait_until(lambda: self.answered_at(chat_id, expected) is not None,
+                                 timeout=30)
+        done = self.answered_at(chat_id, expected)
+        assert done is not None
+        return (done - t0) * 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+async def overhead(n: int = 300) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Bench(Path(tmp)) as b:
+            assert b.proc is not None
+            for i in range(30):  # warm up connections, caches, the database
+                await b.one(10_000 + i, f"warm {i}")
+            cpu0 = cpu_seconds(b.proc.pid)
+            times = [await b.one(20_000 + (i % 50), f"message {i}") for i in range(n)]
+            cpu = (cpu_seconds(b.proc.pid) - cpu0) / n * 1000
+    p50, p99 = statistics.median(times), pct(times, 0.99)
+    ok = "OK" if p50 <= 3 and p99 <= 15 else "MISSED"
+    print(f"overhead per short message (zero-latency model, {n} sequential), end to end "
+          f"incl. both fakes: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(times):.2f} ms "
+          f"(target p50 <= 3 ms, p99 <= 15 ms: {ok}); bot process CPU {cpu:.2f} ms/message")
+
+
+async def burst(chats: int = 500, latency: float = 1.0) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Bench(Path(tmp)) as b:
+            await b.one(1, "warm")
+            b.ai.latency = latency
+            expected = {100_000 + i: f"echo: hello {i}" for i in range(chats)}
+            t0 = time.monotonic()
+            for chat_id in expected:
+                b.tg.user_message(chat_id, chat_id, f"hello {chat_id - 100_000}")
+            done = list((await b.all_answered(expected, timeout=120)).values())
+    total = max(done) - t0
+    ok = "OK" if total <= 1.5 else "MISSED"
+    print(f"{chats} chats at once, {latency:.1f} s model: all answered in {total:.2f} s, "
+          f"first {min(done) - t0:.2f} s, median {statistics.median(done) - t0:.2f} s "
+          f"(target <= 1.5 s: {ok})")
+
+
+async def memory(chats: int = 10_000, wave: int = 250) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Bench(Path(tmp)) as b:
+            assert b.proc is not None
+            await b.one(1, "warm")
+            base = rss_mb(b.proc.pid)
+            for start in range(0, chats, wave):
+                ids = range(200_000 + start, 200_000 + min(start + wave, chats))
+                for cid in ids:
+                    b.tg.user_message(cid, cid, f"hi {cid}")
+                await b.all_answered({c: f"echo: hi {c}" for c in ids}, timeout=120)
+            peak = rss_mb(b.proc.pid)
+    ok = "OK" if peak <= 120 else "MISSED"
+    print(f"RSS after {chats:,} distinct chats: {peak:.1f} MB (at start {base:.1f} MB) "
+          f"(target <= 120 MB: {ok})")
+
+
+async def main(which: list[str]) -> None:
+    for name in which or ["overhead", "burst", "memory"]:
+        await {"overhead": overhead, "burst": burst, "memory": memory}[name]()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
