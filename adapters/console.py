@@ -166,14 +166,43 @@ class ConsoleAdapter:
         self.finished.set()
 
     async def submit_line(self, text: str) -> None:
-        """Turn one typed line into an Inbound (commands parsed, `/image PATH` attached)."""
+        """Turn one typed line into an Inbound (commands parsed, files attached by path).
+
+        `/image PATH [text]`, `/voice PATH [text]` and `/file PATH [text]` attach a local
+        file, as a photo, a voice note or a document would be on the other platforms; the
+        text after it is the caption (and may itself be a command, e.g. `/edit ...`).
+        """
         assert self._sink is not None
         msg_id = str(next(self.ids))
         author = Author(id=self.user, name=self.user)
+        attachments: list[Attachment] = []
+        attached = _attachment_line(text)
+        if attached is not None:
+            attachment, text = attached
+            attachments.append(attachment)
         inbound = Inbound(id=msg_id, channel=self.channel, author=author, text=text,
-                          is_private=True, addressed=True)
+                          attachments=attachments, is_private=True, addressed=True)
         inbound.command = self._sink.commands.parse(text, "console")
         await self._sink.submit(inbound, ConsoleReplier(self))
+
+
+_ATTACH_KINDS: dict[str, AttachmentKind | None] = {
+    "/image": "image", "/voice": "voice", "/audio": "audio", "/file": None}
+
+
+def _attachment_line(text: str) -> tuple[Attachment, str] | None:
+    """`/image PATH rest` -> (attachment, rest) when PATH is an existing file."""
+    parts = text.split(maxsplit=2)
+    if len(parts) < 2 or parts[0].lower() not in _ATTACH_KINDS:
+        return None
+    path = Path(parts[1]).expanduser()
+    if not path.is_file():
+        return None
+    attachment = attachment_from_path(str(path))
+    kind = _ATTACH_KINDS[parts[0].lower()]
+    if kind is not None:
+        attachment.kind = kind
+    return attachment, parts[2] if len(parts) > 2 else ""
 
 
 def _username() -> str:

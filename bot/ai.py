@@ -7,6 +7,7 @@ turning every failure into one short sentence a chat member can act on.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import logging
 import threading
@@ -136,7 +137,175 @@ class ChatStream:
         return self._iter
 
 
-class AI:
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    """One image from the Images API, as bytes (URLs are fetched once, here)."""
+
+    data: bytes
+    mime: str
+    revised_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """Images plus the token usage the API reported (GPT-image models report it)."""
+
+    images: list[GeneratedImage]
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+FileTuple = tuple[str, bytes, str]  # (filename, data, mime)
+
+
+class MediaAI:
+    """Images and audio endpoints; mixed into AI so handlers see one object."""
+
+    client: AsyncOpenAI
+
+    async def generate_images(
+        self, model: str, prompt: str, *, size: str | None = None, quality: str | None = None,
+        n: int = 1,
+    ) -> ImageResult:
+        """Images API generations; dall-e models are asked for base64 instead of URLs."""
+        kwargs: dict[str, Any] = {"model": model, "prompt": prompt, "n": n}
+        if size:
+            kwargs["size"] = size
+        if quality:
+            kwargs["quality"] = quality
+        if model.startswith("dall-e"):
+            kwargs["response_format"] = "b64_json"
+        try:
+            resp = await self.client.images.generate(**kwargs)
+        except openai.OpenAIError as e:
+            raise map_error(e, model=model, what="image generation") from e
+        return await _image_result(resp)
+
+    async def edit_images(
+        self, model: str, prompt: str, images: list[FileTuple], *,
+        mask: FileTuple | None = None, size: str | None = None, quality: str | None = None,
+        n: int = 1,
+    ) -> ImageResult:
+        """Images API edits (several input images for GPT-image models, one for dall-e-2)."""
+        kwargs: dict[str, Any] = {"model": model, "prompt": prompt, "n": n,
+                                  "image": images if len(images) > 1 else images[0]}
+        if mask is not None:
+            kwargs["mask"] = mask
+        if size:
+            kwargs["size"] = size
+        if quality:
+            kwargs["quality"] = quality
+        if model.startswith("dall-e"):
+            kwargs["response_format"] = "b64_json"
+        try:
+            resp = await self.client.images.edit(**kwargs)
+        except openai.OpenAIError as e:
+            raise map_error(e, model=model, what="image editing") from e
+        return await _image_result(resp)
+
+    async def image_variations(
+        self, model: str, image: FileTuple, *, n: int = 1, size: str | None = None
+    ) -> ImageResult:
+        """Images API variations (dall-e-2 only)."""
+        kwargs: dict[str, Any] = {"model": model, "image": image, "n": n,
+                                  "response_format": "b64_json"}
+        if size:
+            kwargs["size"] = size
+        try:
+            resp = await self.client.images.create_variation(**kwargs)
+        except openai.OpenAIError as e:
+            raise map_error(e, model=model, what="image variations") from e
+        return await _image_result(resp)
+
+    async def transcribe(
+        self, model: str, file: FileTuple, *, language: str | None = None,
+        prompt: str | None = None,
+    ) -> str:
+        """Speech to text (`audio.transcriptions`)."""
+        kwargs: dict[str, Any] = {"model": model, "file": file, "response_format": "json"}
+        if language:
+            kwargs["language"] = language
+        if prompt:
+            kwargs["prompt"] = prompt
+        try:
+            resp = await self.client.audio.transcriptions.create(**kwargs)
+        except openai.OpenAIError as e:
+            raise map_error(e, model=model, what="speech-to-text") from e
+        return str(getattr(resp, "text", "") or "")
+
+    async def translate_audio(self, model: str, file: FileTuple) -> str:
+        """Speech in any language to English text (`audio.translations`)."""
+        try:
+            resp = await self.client.audio.translations.create(
+                model=model, file=file, response_format="json")
+        except openai.OpenAIError as e:
+            raise map_error(e, model=model, what="audio translation") from e
+        return str(getattr(resp, "text", "") or "")
+
+    async def speech(
+        self, model: str, text: str, *, voice: str, speed: float = 1.0,
+        instructions: str | None = None, fmt: str = "opus",
+    ) -> bytes:
+        """Text to speech (`audio.speech`), returned as the encoded audio bytes."""
+        kwargs: dict[str, Any] = {"model": model, "input": text, "voice": voice,
+                                  "response_format": fmt}
+        if speed != 1.0:
+            kwargs["speed"] = speed
+        if instructions and not model.startswith("tts-1"):
+            kwargs["instructions"] = instructions
+        try:
+            resp = await self.client.audio.speech.create(**kwargs)
+        except openai.OpenAIError as e:
+            raise map_error(e, model=model, what="text-to-speech") from e
+        return bytes(resp.content)
+
+
+async def _image_result(resp: Any) -> ImageResult:
+    images: list[GeneratedImage] = []
+    for item in resp.data or []:
+        if item.b64_json:
+            data = base64.b64decode(item.b64_json)
+        elif item.url:
+            data = await _download(item.url)
+        else:
+            continue
+        images.append(GeneratedImage(data=data, mime=_sniff_image(data),
+                                     revised_prompt=getattr(item, "revised_prompt", None)))
+    if not images:
+        raise ModelError("The image service returned no image.", "server_error")
+    usage = getattr(resp, "usage", None)
+    return ImageResult(images, getattr(usage, "input_tokens", 0) or 0,
+                       getattr(usage, "output_tokens", 0) or 0)
+
+
+async def _download(url: str, limit: int = 50 * 1024 * 1024) -> bytes:
+    """Fetch an image URL a server returned (servers that ignore response_format)."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as r:
+            r.raise_for_status()
+            data = await r.content.read(limit + 1)
+    except aiohttp.ClientError as e:
+        raise ModelError("The generated image could not be downloaded.", "server_error") from e
+    if len(data) > limit:
+        raise ModelError("The generated image is too large.", "server_error")
+    return data
+
+
+def _sniff_image(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return "application/octet-stream"
+
+
+class AI(MediaAI):
     """Async OpenAI client with per-task models from config."""
 
     def __init__(self, config: Config, tokenizer: Tokenizer | None = None) -> None:
@@ -279,4 +448,3 @@ class AI:
                         total += 85
                 total += 4
         return total
-

@@ -62,6 +62,40 @@ class ChatSection:
 
 
 @dataclass(frozen=True, slots=True)
+class VisionSection:
+    """Image understanding: detail level, limits, how many images stay in context."""
+
+    detail: str = "auto"
+    max_image_mb: int = 20
+    keep_images: int = 8
+    context_images: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ImagesSection:
+    """Image generation defaults (/draw, /edit, /variation)."""
+
+    size: str = "auto"
+    quality: str = "auto"
+    max_count: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceSection:
+    """Speech to text and text to speech."""
+
+    reply_voice: str = "auto"
+    show_transcript: str = "quote"
+    voice: str = "alloy"
+    voices: tuple[str, ...] = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova",
+                               "onyx", "sage", "shimmer", "verse", "marin", "cedar")
+    speed: float = 1.0
+    instructions: str = ""
+    max_audio_minutes: int = 30
+    chunk_minutes: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class AccessSection:
     """Who may use the bot; empty lists mean everyone. Ids are platform:id or bare ids."""
 
@@ -112,6 +146,9 @@ class Config:
     openai: OpenAISection = field(default_factory=OpenAISection)
     models: ModelsSection = field(default_factory=ModelsSection)
     chat: ChatSection = field(default_factory=ChatSection)
+    vision: VisionSection = field(default_factory=VisionSection)
+    images: ImagesSection = field(default_factory=ImagesSection)
+    voice: VoiceSection = field(default_factory=VoiceSection)
     access: AccessSection = field(default_factory=AccessSection)
     storage: StorageSection = field(default_factory=StorageSection)
     telegram: TelegramSection = field(default_factory=TelegramSection)
@@ -129,6 +166,10 @@ _CHOICES = {
     ("bot", "group_trigger"): ("mention", "always"),
     ("chat", "tokenizer"): ("auto", "tiktoken", "estimate"),
     ("bot", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
+    ("vision", "detail"): ("low", "high", "auto"),
+    ("images", "quality"): ("auto", "low", "medium", "high", "standard", "hd"),
+    ("voice", "reply_voice"): ("auto", "always", "never"),
+    ("voice", "show_transcript"): ("quote", "message", "off"),
 }
 _SECRET_WORDS = ("key", "token", "secret", "password")
 

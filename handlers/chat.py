@@ -77,10 +77,17 @@ async def build_messages(ctx: Context, current: str) -> list[dict[str, Any]]:
     return messages
 
 
-async def answer(ctx: Context, messages: list[dict[str, Any]], *, feature: str = "chat") -> str:
-    """Stream the model's answer into the chat, store it, record usage; returns the text."""
+async def answer(ctx: Context, messages: list[dict[str, Any]], *, feature: str = "chat",
+                 prefix: str = "") -> str:
+    """Stream the model's answer into the chat, store it, record usage; returns the text.
+
+    `prefix` is shown above the answer (e.g. the transcript of a voice note) but is not
+    part of the stored answer.
+    """
     model = await ctx.setting("model", ctx.config.models.chat)
     out = ctx.reply.stream()
+    if prefix:
+        out.append(prefix)
     async with ctx.reply.working("typing"):
         stream = await ctx.ai.chat_stream(model, messages,
                                           max_tokens=ctx.config.chat.max_output_tokens)
@@ -121,19 +128,25 @@ async def _remember(ctx: Context, model: str, messages: list[dict[str, Any]], te
         prompt_tokens=prompt, completion_tokens=completion, estimated=estimated))
 
 
-async def chat(ctx: Context) -> None:
-    """Answer a text message with the channel's context."""
-    content = user_content(ctx.inbound)
-    if not content:
-        raise UserError(NOTHING_TO_READ)
+async def converse(ctx: Context, content: str, *, feature: str = "chat",
+                   prefix: str = "") -> str:
+    """One user turn in this channel's conversation -> the streamed, stored answer."""
     messages = await build_messages(ctx, content)
     # stored while the model request goes out; awaited before this message is done, and
     # the channel's next message waits for this one, so history order is kept
     stored = asyncio.create_task(store_user_turn(ctx, content))
     try:
-        await answer(ctx, messages)
+        return await answer(ctx, messages, feature=feature, prefix=prefix)
     finally:
         await stored
+
+
+async def chat(ctx: Context) -> None:
+    """Answer a text message with the channel's context."""
+    content = user_content(ctx.inbound)
+    if not content:
+        raise UserError(NOTHING_TO_READ)
+    await converse(ctx, content)
 
 
 async def record(ctx: Context) -> None:
