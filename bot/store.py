@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (channel, kind)
     ) WITHOUT ROWID;
     """,
+    # 2: downscaled copies of images seen or generated in a channel, for follow-ups
+    """
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        turn_id INTEGER,
+        message_id TEXT,
+        mime TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        tokens INTEGER NOT NULL,
+        source TEXT NOT NULL DEFAULT 'user',
+        data BLOB NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE INDEX images_channel_id ON images (channel, id);
+    CREATE INDEX images_turn ON images (turn_id);
+    CREATE INDEX images_message ON images (channel, message_id);
+    """,
 ]
 
 
@@ -75,6 +94,22 @@ class Turn:
     content: str
     tokens: int
     addressed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """An image kept for a channel (already downscaled for the model)."""
+
+    id: int
+    channel: str
+    turn_id: int | None
+    message_id: str | None
+    mime: str
+    width: int
+    height: int
+    tokens: int
+    source: str
+    data: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +243,74 @@ class Store:
                                         (channel,))
         row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    # --- images --------------------------------------------------------------------------
+
+    _IMAGE_COLUMNS = "id, channel, turn_id, message_id, mime, width, height, tokens, source, data"
+
+    async def add_image(
+        self, channel: str, data: bytes, mime: str, width: int, height: int, tokens: int, *,
+        turn_id: int | None = None, message_id: str | None = None, source: str = "user",
+        keep: int = 8,
+    ) -> int:
+        """Keep an image for follow-ups; only the newest `keep` per channel are kept.
+
+        Eviction is by age within the channel: the oldest image rows are deleted, the
+        turns that mentioned them stay (their text is history; the pixels are a cache).
+        """
+        cur = await self.db.execute(
+            "INSERT INTO images (channel, turn_id, message_id, mime, width, height, tokens,"
+            " source, data, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (channel, turn_id, message_id, mime, width, height, tokens, source, data,
+             time.time()),
+        )
+        image_id = int(cur.lastrowid or 0)
+        await self.db.execute(
+            "DELETE FROM images WHERE channel = ? AND id NOT IN"
+            " (SELECT id FROM images WHERE channel = ? ORDER BY id DESC LIMIT ?)",
+            (channel, channel, max(keep, 1)),
+        )
+        return image_id
+
+    async def set_image_message(self, image_ids: list[int], message_id: str) -> None:
+        """Record which platform message showed these images (so replies can find them)."""
+        await self.db.executemany("UPDATE images SET message_id = ? WHERE id = ?",
+                                  [(message_id, i) for i in image_ids])
+
+    async def images_for_turns(self, turn_ids: list[int]) -> dict[int, list[StoredImage]]:
+        """Images attached to the given turns, grouped by turn, in order."""
+        if not turn_ids:
+            return {}
+        marks = ",".join("?" * len(turn_ids))
+        rows = await self.db.execute_fetchall(
+            f"SELECT {self._IMAGE_COLUMNS} FROM images WHERE turn_id IN ({marks}) ORDER BY id",
+            turn_ids,
+        )
+        out: dict[int, list[StoredImage]] = {}
+        for r in rows:
+            out.setdefault(r[2], []).append(StoredImage(*r))
+        return out
+
+    async def images_by_message(self, channel: str, message_id: str) -> list[StoredImage]:
+        """Images that were in one platform message of this channel (a reply target)."""
+        rows = await self.db.execute_fetchall(
+            f"SELECT {self._IMAGE_COLUMNS} FROM images WHERE channel = ? AND message_id = ?"
+            " ORDER BY id", (channel, message_id))
+        return [StoredImage(*r) for r in rows]
+
+    async def last_images(self, channel: str, limit: int = 1,
+                          source: str | None = None) -> list[StoredImage]:
+        """The newest images of a channel since the last /reset, newest first."""
+        start = await self._context_start(channel)
+        sql = (f"SELECT {self._IMAGE_COLUMNS} FROM images WHERE channel = ?"
+               " AND (turn_id IS NULL OR turn_id > ?)")
+        params: list[Any] = [channel, start]
+        if source is not None:
+            sql += " AND source = ?"
+            params.append(source)
+        rows = await self.db.execute_fetchall(sql + " ORDER BY id DESC LIMIT ?",
+                                              [*params, limit])
+        return [StoredImage(*r) for r in rows]
 
     # --- settings ------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,15 +34,38 @@ ALICE = User(1001, "Alice")
 BOB = User(1002, "Bob")
 
 
+@dataclass(frozen=True)
+class File:
+    """A file a user sends. kind: photo (Telegram-compressed picture), document, voice
+    (a voice note / Discord voice message), audio (a music/audio file)."""
+
+    data: bytes
+    filename: str = "photo.jpg"
+    mime: str = "image/jpeg"
+    kind: str = "photo"
+    duration: int = 1
+
+
+@dataclass(frozen=True)
+class SentFile:
+    """A file the bot sent."""
+
+    filename: str
+    data: bytes
+    mime: str
+    kind: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class BotReply:
-    """A message the bot sent, as the user sees it now."""
+    """A message the bot sent, as the user sees it now (text, or caption of files)."""
 
     id: str
     text: str
     edits: list[tuple[float, str]] = field(default_factory=list)
     kind: str = "text"
-    data: bytes | None = None
+    files: list[SentFile] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,7 +153,10 @@ class Driver:
     # platform specifics ------------------------------------------------------------------
     async def send_text(self, text: str, *, user: User = ALICE, group: bool = False,
                         mention: bool = False, reply_to: str | None = None,
-                        thread: bool = False, as_bot: bool = False) -> None:
+                        thread: bool = False, as_bot: bool = False,
+                        files: list[File] | None = None) -> None:
+        """Post a message (optionally with files; a command with files on Discord is a
+        slash command whose attachment options get them, in order)."""
         raise NotImplementedError
 
     def replies(self, *, group: bool = False, thread: bool = False,
@@ -173,19 +200,46 @@ class ConsoleDriver(Driver):
 
     async def send_text(self, text: str, *, user: User = ALICE, group: bool = False,
                         mention: bool = False, reply_to: str | None = None,
-                        thread: bool = False, as_bot: bool = False) -> None:
+                        thread: bool = False, as_bot: bool = False,
+                        files: list[File] | None = None) -> None:
         assert not group, "the console has no groups"
         self.mark()
         # one terminal, but the refused-user test needs a second person at it
         self.adapter.user = user.name.lower()
         self.out.current_user = self.adapter.user
+        if files:
+            if len(files) > 1:
+                import pytest
+
+                pytest.skip("the console attaches one file per line")
+            f = files[0]
+            path = self.db_path.parent / f"upload-{len(self.out.entries)}-{f.filename}"
+            path.write_bytes(f.data)
+            verb = {"photo": "/image", "voice": "/voice", "audio": "/audio"}.get(f.kind, "/file")
+            if f.kind == "document" and f.mime.startswith("image/"):
+                verb = "/image"
+            text = f"{verb} {path} {text}".rstrip()
         self.stdin.feed_data((text + "\n").encode())
 
     def replies(self, *, group: bool = False, thread: bool = False,
                 user: User = ALICE) -> list[BotReply]:
         who = user.name.lower()
-        return [BotReply(id=str(i), text=t) for i, (u, t) in enumerate(self.out.entries)
-                if u == who]
+        out = []
+        for i, (u, t) in enumerate(self.out.entries):
+            if u != who:
+                continue
+            files = []
+            kind = "text"
+            for m in _SAVED.finditer(t):
+                kind = m.group(1)
+                data = Path(m.group(2)).read_bytes()
+                files.append(SentFile(Path(m.group(2)).name, data, "", m.group(1)))
+            text = _SAVED.sub("", t).strip()
+            out.append(BotReply(id=str(i), text=text, kind=kind, files=files))
+        return out
+
+
+_SAVED = re.compile(r"\[(\w+) saved to (.+?)\]")
 
 
 @contextlib.asynccontextmanager

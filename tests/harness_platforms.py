@@ -9,7 +9,7 @@ from bot.config import Config
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import FakeTelegram
-from tests.harness import ALICE, BotReply, Driver, User
+from tests.harness import ALICE, BotReply, Driver, File, SentFile, User
 
 TG_GROUP = -1001234567890
 TG_TOPIC = 17
@@ -50,22 +50,50 @@ class TelegramDriver(Driver):
 
     async def send_text(self, text: str, *, user: User = ALICE, group: bool = False,
                         mention: bool = False, reply_to: str | None = None,
-                        thread: bool = False, as_bot: bool = False) -> None:
+                        thread: bool = False, as_bot: bool = False,
+                        files: list[File] | None = None) -> None:
         self.mark()
-        self.fake.user_message(
-            self.chat_id(group or thread, user), user.id, text, first_name=user.name,
-            chat_type="supergroup" if group or thread else "private",
+        where: dict[str, Any] = dict(
+            first_name=user.name, chat_type="supergroup" if group or thread else "private",
             chat_title="Test group" if group or thread else None,
             reply_to=int(reply_to) if reply_to else None,
             thread_id=TG_TOPIC if thread else None, mention_bot=mention, is_bot=as_bot)
+        chat = self.chat_id(group or thread, user)
+        if not files:
+            self.fake.user_message(chat, user.id, text, **where)
+            return
+        album = f"album-{len(self.fake.all_messages())}-{text[:8]}" if len(files) > 1 else None
+        for i, f in enumerate(files):
+            media: dict[str, Any] = {}
+            if f.kind == "photo":
+                media["photo"] = f.data
+            elif f.kind == "voice":
+                media.update(voice=f.data, voice_duration=f.duration)
+            elif f.kind == "audio":
+                media["audio"] = (f.data, f.filename, f.mime)
+            else:
+                media["document"] = (f.data, f.filename, f.mime)
+            caption = text if i == 0 and text else None
+            self.fake.user_message(chat, user.id, None, caption=caption, media_group_id=album,
+                                   **media, **where)
 
     def replies(self, *, group: bool = False, thread: bool = False,
                 user: User = ALICE) -> list[BotReply]:
         msgs = self.fake.messages(self.chat_id(group or thread, user),
                                   TG_TOPIC if thread else None)
-        return [BotReply(id=str(m.message_id), text=m.text, edits=list(m.edits), kind=m.kind,
-                         data=m.file, extra={"parse_mode": m.parse_mode, "caption": m.caption})
-                for m in msgs if not m.deleted]
+        out = []
+        for m in msgs:
+            if m.deleted:
+                continue
+            files = []
+            if m.file is not None:
+                files.append(SentFile(m.filename or "", m.file, m.mime_type or "", m.kind))
+            text = m.text if m.kind == "text" else (m.caption or "")
+            out.append(BotReply(id=str(m.message_id), text=text, edits=list(m.edits),
+                                kind=m.kind, files=files,
+                                extra={"parse_mode": m.parse_mode,
+                                       "media_group_id": m.media_group_id}))
+        return out
 
 
 class DiscordDriver(Driver):
@@ -108,24 +136,40 @@ class DiscordDriver(Driver):
 
     async def send_text(self, text: str, *, user: User = ALICE, group: bool = False,
                         mention: bool = False, reply_to: str | None = None,
-                        thread: bool = False, as_bot: bool = False) -> None:
+                        thread: bool = False, as_bot: bool = False,
+                        files: list[File] | None = None) -> None:
         self.mark()
         assert self.app is not None
         channel = self.channel(group, thread, user)
         call = self.app.router.commands.parse(text, "discord")
         if call is not None and not call.unknown and not call.error and not as_bot:
-            # a Discord user runs a known command through the slash-command UI
-            self.fake.slash(call.name, dict(call.args), channel_id=channel, user_id=user.id,
+            # a Discord user runs a known command through the slash-command UI; files go
+            # into its attachment options, in order
+            options: dict[str, object] = dict(call.args)
+            spec = self.app.router.commands.by_name[call.name]
+            slots = [p.name for p in spec.params if p.type == "attachment"]
+            for name, f in zip(slots, files or [], strict=False):
+                options[name] = (f.data, f.filename, f.mime)
+            self.fake.slash(call.name, options, channel_id=channel, user_id=user.id,
                             username=user.name.lower(), dm=not (group or thread))
             return
+        attachments = [(f.data, f.filename, f.mime) for f in files or []]
+        voice = any(f.kind == "voice" for f in files or [])
         self.fake.user_message(channel, user.id, text, username=user.name.lower(),
                                global_name=user.name, mention_bot=mention,
                                reply_to=int(reply_to) if reply_to else None, is_bot=as_bot,
-                               dm=not (group or thread))
+                               dm=not (group or thread), attachments=attachments or None,
+                               flags=8192 if voice else 0)
 
     def replies(self, *, group: bool = False, thread: bool = False,
                 user: User = ALICE) -> list[BotReply]:
         msgs = self.fake.messages(self.channel(group, thread, user))
-        return [BotReply(id=str(m.id), text=m.content, edits=list(m.edits),
-                         extra={"flags": m.flags, "attachments": m.attachments})
-                for m in msgs]
+        out = []
+        for m in msgs:
+            files = [SentFile(name, data, ctype, "voice" if m.flags & 8192 else
+                              ("image" if ctype.startswith("image/") else "file"), extra)
+                     for name, data, ctype, extra in m.attachments]
+            kind = files[0].kind if files else "text"
+            out.append(BotReply(id=str(m.id), text=m.content, edits=list(m.edits), kind=kind,
+                                files=files, extra={"flags": m.flags}))
+        return out

@@ -43,3 +43,22 @@ async def test_conversation_ids(tmp_path: Path) -> None:
     await store.set_conversation_id("c", "responses", None)
     assert await store.conversation_id("c", "responses") is None
     await store.close()
+
+
+async def test_images_kept_per_channel_with_eviction(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    await store.open()
+    turn = await store.append_turn("c", "user", "look", 5)
+    ids = [await store.add_image("c", bytes([i]), "image/jpeg", 10, 10, 85, turn_id=turn,
+                                 keep=3) for i in range(5)]
+    await store.add_image("d", b"x", "image/png", 1, 1, 85, keep=3)
+    kept = await store.last_images("c", 10)
+    assert [i.id for i in kept] == ids[:1:-1]  # newest three, newest first
+    assert [i.data for i in (await store.images_for_turns([turn]))[turn]] == [b"\x02", b"\x03",
+                                                                              b"\x04"]
+    await store.set_image_message(ids[-1:], "m42")
+    assert [i.id for i in await store.images_by_message("c", "m42")] == ids[-1:]
+    await store.reset_context("c")
+    assert await store.last_images("c", 10) == []
+    assert len(await store.last_images("d", 10)) == 1
+    await store.close()
