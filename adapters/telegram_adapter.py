@@ -341,6 +341,15 @@ class TelegramReplier(Replier):
             log.debug("sendChatAction failed in chat %s: %s", self.chat_id, e)
 
 
+GROUP_ANONYMOUS_BOT = 1087968824
+
+
+def _anonymous_admin(msg: Message) -> bool:
+    """A group admin posting anonymously, as the group itself."""
+    return (msg.from_user is not None and msg.from_user.id == GROUP_ANONYMOUS_BOT
+            and msg.sender_chat is not None and msg.sender_chat.id == msg.chat.id)
+
+
 def _is_entity_error(e: BadRequest) -> bool:
     return "can't parse entities" in e.message.lower() or "can't find end" in e.message.lower()
 
@@ -518,9 +527,11 @@ class TelegramAdapter:
             log.exception("telegram: could not handle update %s", update.update_id)
 
     def _wanted(self, msg: Message) -> bool:
-        """Drop service messages, bots (ourselves included) and anonymous senders."""
+        """Drop service messages and bots (ourselves included); keep anonymous admins."""
         user = msg.from_user
-        if user is None or user.is_bot or user.id == self.bot_id:
+        if user is None or user.id == self.bot_id:
+            return False
+        if user.is_bot and not _anonymous_admin(msg):
             return False
         return bool(msg.text or msg.caption or _media_of(msg))
 
@@ -563,6 +574,11 @@ class TelegramAdapter:
         chat = first.chat
         user = first.from_user
         assert user is not None
+        author = Author(str(user.id), _display_name(user), user.is_bot)
+        if _anonymous_admin(first) and first.sender_chat is not None:
+            # an admin posting "as the group": Telegram sends it from @GroupAnonymousBot
+            author = Author(f"chat{first.sender_chat.id}",
+                            first.sender_chat.title or "Group admin", False)
         carrier = next((m for m in messages if m.text or m.caption), first)
         text = carrier.text or carrier.caption or ""
         is_private = chat.type == "private"
@@ -581,7 +597,7 @@ class TelegramAdapter:
         return Inbound(
             id=str(first.message_id),
             channel=ChannelKey("telegram", str(chat.id), _thread_str(first)),
-            author=Author(str(user.id), _display_name(user), user.is_bot),
+            author=author,
             text=text,
             attachments=attachments,
             reply_to=self._quoted(reply) if reply is not None else None,

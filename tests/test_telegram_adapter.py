@@ -249,6 +249,24 @@ async def test_service_edits_and_bots_are_ignored(
     assert [i.text for i, _ in sink.received] == ["original", "last"]
 
 
+async def test_anonymous_group_admin_is_a_user(fake: FakeTelegram, bot: Running) -> None:
+    """Admins posting as the group arrive from @GroupAnonymousBot with sender_chat set."""
+    _, sink = bot
+    fake.user_message(GROUP, USER, "warm up", chat_type="supergroup", chat_title="Test group")
+    await sink.next()
+    fake.queue_update("message", {
+        "message_id": 9001, "date": 1_700_000_000, "text": "@test_bot status?",
+        "entities": [{"type": "mention", "offset": 0, "length": 9}],
+        "chat": {"id": GROUP, "type": "supergroup", "title": "Test group"},
+        "from": {"id": 1087968824, "is_bot": True, "first_name": "Group",
+                 "username": "GroupAnonymousBot"},
+        "sender_chat": {"id": GROUP, "type": "supergroup", "title": "Test group"},
+    })
+    inbound, _ = await sink.next(2)
+    assert inbound.text == "status?" and inbound.addressed
+    assert inbound.author == Author(f"chat{GROUP}", "Test group", False)
+
+
 # ---------------------------------------------------------------------------- replies
 
 
