@@ -269,3 +269,30 @@ async def test_model_error_midway_keeps_bot_alive(chat: Driver) -> None:
     assert "rejected the request" in text
     await wait_for(lambda: True)
     assert await chat.ask("fine now?") == "echo: fine now?"
+
+
+async def test_threads_are_separate_conversations(chat: Driver) -> None:
+    groups_only(chat)
+    await chat.ask("topic one", thread=True, mention=True)
+    await chat.ask("main channel", group=True, mention=True)
+    assert user_texts(chat.openai.chat_requests[-1]) == ["Alice: main channel"]
+    await chat.ask("topic two", thread=True, mention=True)
+    assert user_texts(chat.openai.chat_requests[-1]) == [
+        "Alice: topic one", "echo: Alice: topic one", "Alice: topic two"]
+    assert [r.text for r in chat.replies(thread=True)] == [
+        "echo: Alice: topic one", "echo: Alice: topic two"]
+
+
+@pytest.mark.parametrize("config_text", ['[bot]\ngroup_trigger = "always"\n'])
+async def test_group_trigger_always(chat: Driver) -> None:
+    groups_only(chat)
+    assert await chat.ask("no mention needed", group=True) == "echo: Alice: no mention needed"
+
+
+@pytest.mark.parametrize("config_text", ["[bot]\nrecord_unaddressed = false\n"])
+async def test_unaddressed_not_recorded_when_disabled(chat: Driver) -> None:
+    groups_only(chat)
+    await chat.send_text("private aside", user=BOB, group=True)
+    await chat.settle()
+    await chat.ask("hello", group=True, mention=True)
+    assert user_texts(chat.openai.chat_requests[-1]) == ["Alice: hello"]
