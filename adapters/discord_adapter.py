@@ -13,9 +13,7 @@ waveform. If Discord refuses, the file goes out as an ordinary audio attachment.
 
 from __future__ import annotations
 
-import array
 import asyncio
-import base64
 import contextlib
 import inspect
 import io
@@ -23,11 +21,7 @@ import json
 import logging
 import mimetypes
 import re
-import shutil
-import struct
-import sys
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -35,6 +29,8 @@ import discord
 from discord import app_commands
 from discord.http import Route
 
+from bot import audio
+from bot.audio import ogg_duration, voice_waveform  # noqa: F401 (re-exported)
 from bot.commands import CommandCall, CommandSpec, Param
 from bot.errors import RateLimited, UserError
 from bot.events import Attachment, AttachmentKind, Author, ChannelKey, Inbound, Quoted
@@ -77,57 +73,9 @@ def _render(markdown: str, limit: int = CAPABILITIES.max_text) -> str:
     return text
 
 
-def voice_waveform(pcm_samples: Sequence[float] | Sequence[int]) -> str:
-    """Base64 of up to 256 amplitude bytes (0-255), the preview Discord draws for voice."""
-    n = len(pcm_samples)
-    if n == 0:
-        return base64.b64encode(bytes(1)).decode()
-    points = min(WAVEFORM_POINTS, n)
-    peaks: list[float] = []
-    for i in range(points):
-        chunk = pcm_samples[i * n // points : (i + 1) * n // points]
-        peaks.append(max((abs(x) for x in chunk), default=0))
-    top = max(peaks) or 1
-    return base64.b64encode(bytes(min(255, round(p / top * 255)) for p in peaks)).decode()
-
-
-def ogg_duration(data: bytes) -> float | None:
-    """Duration of an Ogg/Opus file from its last page's granule position (48 kHz)."""
-    if not data.startswith(b"OggS"):
-        return None
-    last = data.rfind(b"OggS")
-    if last + 14 > len(data):
-        return None
-    granule = struct.unpack_from("<q", data, last + 6)[0]
-    head = data.find(b"OpusHead")
-    pre_skip = struct.unpack_from("<H", data, head + 10)[0] if 0 <= head <= len(data) - 12 else 0
-    return (granule - pre_skip) / 48000 if granule > 0 else None
-
-
 async def voice_metadata(file: OutFile) -> tuple[float, str]:
-    """(duration in seconds, waveform) for a voice message; decodes with ffmpeg when present."""
-    rate = 8000
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                ffmpeg, "-v", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1",
-                "-ar", str(rate), "pipe:1",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            out, _ = await asyncio.wait_for(proc.communicate(file.data), timeout=30)
-            if proc.returncode == 0 and out:
-                samples = array.array("h")
-                samples.frombytes(out[: len(out) - len(out) % 2])
-                if sys.byteorder == "big":
-                    samples.byteswap()
-                return len(samples) / rate, voice_waveform(samples)
-        except (OSError, TimeoutError):
-            log.warning("ffmpeg could not decode the voice message", exc_info=True)
-    duration = file.duration or ogg_duration(file.data) or 1.0
-    return duration, base64.b64encode(bytes([128] * 32)).decode()
+    """(duration in seconds, waveform) for a voice message, computed in bot/audio.py."""
+    return await audio.voice_metadata(file.data, file.duration)
 
 
 def attachment_kind(content_type: str | None, filename: str, voice: bool) -> AttachmentKind:

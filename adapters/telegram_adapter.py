@@ -605,6 +605,7 @@ class TelegramAdapter:
             addressed=is_private or mentioned or replied_to_us or command is not None,
             command=command,
             chat_title=chat.title if not is_private else None,
+            language=user.language_code,
         )
 
     def _mentions_us(self, msg: Message) -> bool:

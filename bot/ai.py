@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import itertools
 import logging
+import re
 import threading
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +44,8 @@ MESSAGES = {
     "auth": "The bot's AI API key was rejected. An admin needs to fix OPENAI_API_KEY.",
     "bad_request": "The AI service rejected the request: {detail}",
     "unsupported": "This AI server does not offer {what}.",
+    "no_vision": "The model `{model}` cannot look at images on this AI server. An admin can "
+    "set a model that can in `[models] vision`.",
 }
 
 
@@ -67,6 +71,8 @@ def map_error(exc: Exception, *, model: str, what: str = "this feature") -> Mode
             return Unsupported(MESSAGES["unsupported"].format(what=what))
         if exc.status_code in (405, 501):
             return Unsupported(MESSAGES["unsupported"].format(what=what))
+        if exc.status_code in (400, 422, 500) and images_unsupported(str(exc.message)):
+            return ModelError(MESSAGES["no_vision"].format(model=model), "no_vision")
         if code in ("content_policy_violation", "content_filter", "moderation_blocked",
                     "invalid_prompt") or "safety" in code:
             return ModelError(MESSAGES["content_policy"], "content_policy")
@@ -77,6 +83,19 @@ def map_error(exc: Exception, *, model: str, what: str = "this feature") -> Mode
         detail = _short(exc.message)
         return ModelError(MESSAGES["bad_request"].format(detail=detail), "bad_request")
     return ModelError(MESSAGES["server_error"], "server_error")
+
+
+_NO_IMAGES = re.compile(
+    r"image_url`? is (only|not) supported|not a multi-?modal model|at most 0 image"
+    r"|(does not|doesn't|do not|cannot) (support|accept|process) (image|vision|multi-?modal)"
+    r"|(image|vision|multi-?modal)( input| content)?s? (is |are )?not supported",
+    re.IGNORECASE)
+
+
+def images_unsupported(message: str) -> bool:
+    """Whether an API error says the model cannot take image input (OpenAI, vLLM, llama.cpp,
+    LM Studio and Ollama word it differently)."""
+    return bool(_NO_IMAGES.search(message))
 
 
 def _short(message: str, limit: int = 200) -> str:
@@ -212,7 +231,11 @@ class MediaAI:
         if size:
             kwargs["size"] = size
         try:
-            resp = await self.client.images.create_variation(**kwargs)
+            with warnings.catch_warnings():
+                # the SDK marks the endpoint deprecated; compatible servers still serve it
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pending = self.client.images.create_variation(**kwargs)
+            resp = await pending
         except openai.OpenAIError as e:
             raise map_error(e, model=model, what="image variations") from e
         return await _image_result(resp)
@@ -236,8 +259,13 @@ class MediaAI:
     async def translate_audio(self, model: str, file: FileTuple) -> str:
         """Speech in any language to English text (`audio.translations`)."""
         try:
-            resp = await self.client.audio.translations.create(
-                model=model, file=file, response_format="json")
+            with warnings.catch_warnings():
+                # deprecated in the SDK (whisper-1 only); /translate falls back to
+                # transcribe + chat-model translation where it is gone
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pending = self.client.audio.translations.create(
+                    model=model, file=file, response_format="json")
+            resp = await pending
         except openai.OpenAIError as e:
             raise map_error(e, model=model, what="audio translation") from e
         return str(getattr(resp, "text", "") or "")
@@ -319,6 +347,8 @@ class AI(MediaAI):
         self._next_client = itertools.cycle(self._clients)
         self.client = self._clients[0]
         self._legacy_max_tokens: set[str] = set()
+        # models the server said cannot take images: follow-ups to them go as text only
+        self.text_only_models: set[str] = set()
 
     @staticmethod
     def _new_client(config: Config) -> AsyncOpenAI:

@@ -93,6 +93,7 @@ class VoiceSection:
     instructions: str = ""
     max_audio_minutes: int = 30
     chunk_minutes: int = 10
+    translate_model: str = "whisper-1"
 
 
 @dataclass(frozen=True, slots=True)

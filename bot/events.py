@@ -98,3 +98,5 @@ class Inbound:
     command: CommandCall | None = None
     received_at: float = field(default_factory=time.time)
     chat_title: str | None = None
+    # the sender's interface language (IETF code, e.g. "de") when the platform says
+    language: str | None = None

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from bot.router import Registry
-from handlers import admin, chat
+from handlers import admin, chat, images, speech, vision, voice
 
 
 def registry() -> Registry:
     """Commands in /help order; message handlers tried in order, chat last."""
     return Registry(
         commands=[admin.help_cmd, admin.start_cmd, admin.reset_cmd, admin.persona_cmd,
-                  admin.model_cmd],
-        messages=[(chat.wants_text, chat.chat)],
+                  admin.model_cmd, vision.detail_cmd, images.draw_cmd, images.edit_cmd,
+                  images.variation_cmd,
+                  voice.translate_cmd, speech.say_cmd, speech.voice_cmd],
+        messages=[(voice.wants_audio, voice.voice_message),
+                  (vision.wants_images, speech.spoken(vision.vision)),
+                  (chat.wants_text, speech.spoken(chat.chat))],
         passive=chat.record,
     )

@@ -93,6 +93,8 @@ class Driver:
         self.config_text = config_text
         self.app: App | None = None
         self._received_before = 0
+        # id of the user's latest message (the first of an album); None on the console
+        self.last_sent_id: str | None = None
 
     def config(self) -> Config:
         """Config from the test's TOML text plus env pointing at the fakes."""

@@ -60,7 +60,8 @@ class TelegramDriver(Driver):
             thread_id=TG_TOPIC if thread else None, mention_bot=mention, is_bot=as_bot)
         chat = self.chat_id(group or thread, user)
         if not files:
-            self.fake.user_message(chat, user.id, text, **where)
+            msg = self.fake.user_message(chat, user.id, text, **where)
+            self.last_sent_id = str(msg["message_id"])
             return
         album = f"album-{len(self.fake.all_messages())}-{text[:8]}" if len(files) > 1 else None
         for i, f in enumerate(files):
@@ -74,8 +75,10 @@ class TelegramDriver(Driver):
             else:
                 media["document"] = (f.data, f.filename, f.mime)
             caption = text if i == 0 and text else None
-            self.fake.user_message(chat, user.id, None, caption=caption, media_group_id=album,
-                                   **media, **where)
+            msg = self.fake.user_message(chat, user.id, None, caption=caption,
+                                         media_group_id=album, **media, **where)
+            if i == 0:
+                self.last_sent_id = str(msg["message_id"])
 
     def replies(self, *, group: bool = False, thread: bool = False,
                 user: User = ALICE) -> list[BotReply]:
@@ -155,11 +158,12 @@ class DiscordDriver(Driver):
             return
         attachments = [(f.data, f.filename, f.mime) for f in files or []]
         voice = any(f.kind == "voice" for f in files or [])
-        self.fake.user_message(channel, user.id, text, username=user.name.lower(),
-                               global_name=user.name, mention_bot=mention,
-                               reply_to=int(reply_to) if reply_to else None, is_bot=as_bot,
-                               dm=not (group or thread), attachments=attachments or None,
-                               flags=8192 if voice else 0)
+        msg = self.fake.user_message(channel, user.id, text, username=user.name.lower(),
+                                     global_name=user.name, mention_bot=mention,
+                                     reply_to=int(reply_to) if reply_to else None, is_bot=as_bot,
+                                     dm=not (group or thread), attachments=attachments or None,
+                                     flags=8192 if voice else 0)
+        self.last_sent_id = str(msg["id"])
 
     def replies(self, *, group: bool = False, thread: bool = False,
                 user: User = ALICE) -> list[BotReply]:

@@ -631,8 +631,14 @@ class FakeTelegram:
 
     def _media_fields(self, *, photo: bytes | None, document: tuple[bytes, str, str] | None,
                       voice: bytes | None, voice_duration: int,
-                      audio: tuple[bytes, str, str] | None) -> dict[str, Any]:
+                      audio: tuple[bytes, str, str] | None,
+                      video_note: bytes | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        if video_note is not None:
+            f = self._store_file(video_note, "video/mp4", "video_note.mp4", "video_notes")
+            out["video_note"] = {"duration": voice_duration, "length": 240,
+                                 "file_id": f.file_id, "file_unique_id": f.file_unique_id,
+                                 "file_size": len(video_note)}
         if photo is not None:
             out["photo"] = self._photo_sizes(photo)
         if document is not None:
@@ -670,6 +676,7 @@ class FakeTelegram:
         voice: bytes | None = None,
         voice_duration: int = 1,
         audio: tuple[bytes, str, str] | None = None,
+        video_note: bytes | None = None,
         caption: str | None = None,
         media_group_id: str | None = None,
         is_bot: bool = False,
@@ -685,7 +692,7 @@ class FakeTelegram:
         chat = self.add_chat(chat_id, chat_type, title=chat_title, first_name=first_name,
                              username=username, is_forum=thread_id is not None)
         user = self._user(user_id, first_name, username, is_bot)
-        has_media = any(x is not None for x in (photo, document, voice, audio))
+        has_media = any(x is not None for x in (photo, document, voice, audio, video_note))
         body = caption if has_media else text
         if has_media and text is not None and caption is None:
             body = text
@@ -719,7 +726,8 @@ class FakeTelegram:
         if media_group_id is not None:
             msg["media_group_id"] = media_group_id
         msg.update(self._media_fields(photo=photo, document=document, voice=voice,
-                                      voice_duration=voice_duration, audio=audio))
+                                      voice_duration=voice_duration, audio=audio,
+                                      video_note=video_note))
         if body is not None:
             key = "caption" if has_media else "text"
             msg[key] = body

@@ -1,0 +1,233 @@
+"""Text to speech: spoken answers as native voice messages, /say, and /voice settings.
+
+A voice message always comes with the text answer, never instead of it. Speech covers
+the answer up to the TTS input limit, cut at a sentence end; Markdown is read as plain
+words (code blocks and link targets are left out).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from typing import Any
+
+from adapters.markup import to_plain
+from bot import audio
+from bot.commands import Handler, Param, command
+from bot.context import Context
+from bot.errors import UserError
+from bot.replies import OutFile, Sent
+from bot.store import UsageRow
+
+log = logging.getLogger(__name__)
+
+TTS_LIMIT = 4096  # characters the speech endpoint accepts per request
+# rough audio output tokens per second of speech (gpt-4o-mini-tts bills ~1,250 a minute)
+TTS_TOKENS_PER_SECOND = 21
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+MODES = {"on": "always", "off": "never", "auto": "auto"}
+MODE_LABEL = {"always": "on (every answer is spoken)",
+              "never": "off (text answers only)",
+              "auto": "auto (voice notes are answered with voice)"}
+SAY_USAGE = "Usage: `/say <text>`, or reply to a message with `/say`."
+VOICE_USAGE = ("Usage: `/voice on|off|auto`, `/voice <name>`, `/voice speed <0.25-4>`, "
+               "`/voice tone <how to speak>|reset`, or `/voice reset`.")
+
+_FENCE = re.compile(r"^\s*(```|~~~).*?^\s*\1\s*$", re.M | re.S)
+_URL_IN_PARENS = re.compile(r"\s*\((?:https?|mailto|tg):[^)\s]*\)")
+_BARE_URL = re.compile(r"https?://\S+")
+_LINE_MARKS = re.compile(r"^\s*(?:[>•*\-+]+|#{1,6}|\d+[.)])\s+", re.M)
+_SENTENCE_END = re.compile(r"[.!?…。！？](?:[\"'”’)\]]*)(?=\s|$)|\n")
+
+
+def speakable(markdown: str) -> str:
+    """Markdown as words to read aloud: no code blocks, link targets, bullets or marks."""
+    text = _FENCE.sub(" (code omitted) ", markdown)
+    text = to_plain(text)
+    text = _URL_IN_PARENS.sub("", text)
+    text = _BARE_URL.sub("the link", text)
+    text = _LINE_MARKS.sub("", text)
+    text = re.sub(r"[ \t]+", " ", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def cut_for_speech(text: str, limit: int = TTS_LIMIT) -> str:
+    """The longest start of `text` within `limit` characters ending at a sentence end
+    (else at a word break), so long answers are spoken up to a natural stop."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    window = text[:limit]
+    ends = [m.end() for m in _SENTENCE_END.finditer(window)]
+    if ends and ends[-1] >= limit // 3:
+        return window[: ends[-1]].strip()
+    space = window.rfind(" ")
+    cut = window[:space] if space >= limit // 3 else window[: limit - 1]
+    return cut.rstrip(" ,;:") + "…"
+
+
+async def reply_mode(ctx: Context) -> str:
+    """This channel's reply_voice: "always", "never" or "auto"."""
+    return str(await ctx.setting("reply_voice", ctx.config.voice.reply_voice))
+
+
+async def wants_voice_reply(ctx: Context, *, voice_in: bool) -> bool:
+    """Whether an answer gets a voice message too: voice in, voice out under "auto"."""
+    mode = await reply_mode(ctx)
+    return mode == "always" or (mode == "auto" and voice_in)
+
+
+async def voice_settings(ctx: Context) -> tuple[str, float, str]:
+    """(voice, speed, tone instructions) for this channel."""
+    cfg = ctx.config.voice
+    settings = await ctx.store.settings(ctx.channel)
+    voice = str(settings.get("voice") or cfg.voice)
+    speed = float(settings.get("voice_speed") or cfg.speed)
+    tone = settings.get("voice_tone")
+    return voice, speed, str(cfg.instructions if tone is None else tone)
+
+
+async def speak(ctx: Context, text: str) -> Sent | None:
+    """Say a (Markdown) text as a voice message in this chat; None when nothing to say."""
+    words = cut_for_speech(speakable(text))
+    if not words:
+        return None
+    model = ctx.config.models.tts
+    voice, speed, tone = await voice_settings(ctx)
+    async with ctx.reply.working("record_voice"):
+        raw = await ctx.ai.speech(model, words, voice=voice, speed=speed,
+                                  instructions=tone or None, fmt="opus")
+        clip = await audio.to_voice(raw)
+    await ctx.store.record_usage(UsageRow(
+        platform=ctx.inbound.channel.platform, channel=ctx.channel,
+        user_id=ctx.inbound.author.id, model=model, feature="tts",
+        prompt_tokens=ctx.ai.tokenizer.count(words),
+        completion_tokens=max(1, round(clip.duration * TTS_TOKENS_PER_SECOND)),
+        estimated=True))
+    async with ctx.reply.working("upload_voice"):
+        return await ctx.reply.send_file(OutFile(
+            data=clip.data, filename="voice-answer.ogg", mime="audio/ogg", kind="voice",
+            duration=clip.duration))
+
+
+def spoken(handler: Handler) -> Handler:
+    """Wrap a text-answering handler so that with `/voice on` its answer is spoken too."""
+
+    @functools.wraps(handler)
+    async def run(ctx: Context) -> None:
+        if await reply_mode(ctx) != "always":
+            await handler(ctx)
+            return
+        before = await _last_turn(ctx)
+        await handler(ctx)
+        after = await _last_turn(ctx)
+        if after is not None and after.role == "assistant" and (
+                before is None or after.id != before.id):
+            await speak(ctx, after.content)
+
+    return run
+
+
+async def _last_turn(ctx: Context) -> Any:
+    turns = await ctx.store.recent_turns(ctx.channel, 1 << 62, 1)
+    return turns[-1] if turns else None
+
+
+@command("say", Param("text", "What to say", type="text"))
+async def say_cmd(ctx: Context) -> None:
+    """Say a text as a voice message"""
+    text = str(ctx.args.get("text", "")).strip()
+    quoted = ctx.inbound.reply_to
+    if not text and quoted is not None:
+        text = quoted.text.strip()
+    if not text:
+        raise UserError(SAY_USAGE)
+    words = speakable(text)
+    if not words:
+        raise UserError("There is nothing I can read aloud in that.")
+    await speak(ctx, text)
+    if len(words) > TTS_LIMIT:
+        await ctx.reply.reply_long(
+            f"(I spoke the first {len(cut_for_speech(words)):,} characters: that is as much "
+            "as one voice message can hold.)")
+
+
+@command("voice", Param("setting", "on, off, auto, a voice name, speed N, tone TEXT, reset",
+                        type="text"))
+async def voice_cmd(ctx: Context) -> None:
+    """Spoken answers here: on/off/auto, which voice, speed and tone"""
+    raw = str(ctx.args.get("setting", "")).strip()
+    word, _, rest = raw.partition(" ")
+    word, rest = word.lower(), rest.strip()
+    cfg = ctx.config.voice
+    if not raw:
+        await ctx.reply.reply_long(await _describe(ctx))
+        return
+    if word in MODES and not rest:
+        await ctx.store.set_setting(ctx.channel, "reply_voice", MODES[word])
+        await ctx.reply.reply_long(f"Spoken answers: {MODE_LABEL[MODES[word]]}.")
+        return
+    if word == "reset" and not rest:
+        for key in ("reply_voice", "voice", "voice_speed", "voice_tone"):
+            await ctx.store.set_setting(ctx.channel, key, None)
+        await ctx.reply.reply_long("Voice settings reset to the defaults.")
+        return
+    if word == "speed":
+        speed = _parse_speed(rest)
+        await ctx.store.set_setting(ctx.channel, "voice_speed",
+                                    None if speed == cfg.speed else speed)
+        await ctx.reply.reply_long(f"Speaking speed: {speed:g}×.")
+        return
+    if word == "tone":
+        if not rest:
+            raise UserError("Usage: `/voice tone <how to speak>` or `/voice tone reset`.")
+        if rest.lower() == "reset":
+            await ctx.store.set_setting(ctx.channel, "voice_tone", None)
+            await ctx.reply.reply_long("Speaking tone reset to the default.")
+            return
+        if len(rest) > 1000:
+            raise UserError("That tone description is too long (the limit is 1,000 "
+                            "characters).")
+        await ctx.store.set_setting(ctx.channel, "voice_tone", rest)
+        note = ("" if not ctx.config.models.tts.startswith("tts-1") else
+                f" (the current model, `{ctx.config.models.tts}`, ignores tone)")
+        await ctx.reply.reply_long(f"Speaking tone set{note}.")
+        return
+    names = {v.lower(): v for v in cfg.voices}
+    if word in names and not rest:
+        name = names[word]
+        await ctx.store.set_setting(ctx.channel, "voice", None if name == cfg.voice else name)
+        await ctx.reply.reply_long(f"Voice: `{name}`.")
+        return
+    listed = ", ".join(f"`{v}`" for v in cfg.voices)
+    raise UserError(f"I don't know the voice setting `{raw[:40]}`. {VOICE_USAGE}\n"
+                    f"Voices: {listed}")
+
+
+def _parse_speed(text: str) -> float:
+    try:
+        speed = float(text.rstrip("x×"))
+    except ValueError:
+        raise UserError(f"Usage: `/voice speed <{MIN_SPEED:g}-{MAX_SPEED:g}>`, "
+                        "e.g. `/voice speed 1.25`.") from None
+    if not MIN_SPEED <= speed <= MAX_SPEED:
+        raise UserError(f"The speed must be between {MIN_SPEED:g} and {MAX_SPEED:g}.")
+    return round(speed, 2)
+
+
+async def _describe(ctx: Context) -> str:
+    voice, speed, tone = await voice_settings(ctx)
+    mode = await reply_mode(ctx)
+    listed = ", ".join(f"`{v}`" for v in ctx.config.voice.voices)
+    lines = [
+        "**Voice settings here**",
+        f"Spoken answers: {MODE_LABEL.get(mode, mode)}",
+        f"Voice: `{voice}`",
+        f"Speed: {speed:g}×",
+        f"Tone: {tone or '(default)'}",
+        "",
+        VOICE_USAGE,
+        f"Voices: {listed}",
+    ]
+    return "\n".join(lines)
