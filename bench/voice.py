@@ -23,32 +23,20 @@ SQLite, the streaming edits, the upload - is counted.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import Bench, pct  # noqa: E402
 from bot.audio import ogg_duration  # noqa: E402
 from tests import audiogen  # noqa: E402
 from tests.fakes import openai_api  # noqa: E402
-from tests.fakes.openai_api import FakeOpenAI  # noqa: E402
-from tests.fakes.telegram_api import FakeTelegram  # noqa: E402
 
-CONFIG = """
-[bot]
-log_level = "WARNING"
-[chat]
-tokenizer = "estimate"
-[telegram]
-poll_timeout = 30
-"""
 TARGET_MS = 150.0
 
 
@@ -73,59 +61,8 @@ def _cheap_model_audio() -> None:
     openai_api.encode_audio = encode  # type: ignore[assignment]
 
 
-class TimedOpenAI(FakeOpenAI):
-    """The fake OpenAI server, adding up the time requests spend inside it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inside = 0.0
-        self._dispatch = self._timed(self._dispatch)  # type: ignore[method-assign]
-
-    def _timed(self, handler: Any) -> Any:
-        async def run(request: Any) -> Any:
-            t0 = time.monotonic()
-            try:
-                return await handler(request)
-            finally:
-                self.inside += time.monotonic() - t0
-
-        return run
-
-
-class Bench:
-    """Fakes here, the bot in a child process."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.tg = FakeTelegram()
-        self.ai = TimedOpenAI()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def __aenter__(self) -> Bench:
-        await self.tg.start()
-        await self.ai.start()
-        cfg = self.tmp / "config.toml"
-        cfg.write_text(CONFIG)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "OPENAI_API_KEY": self.ai.api_key,
-            "OPENAI_BASE_URL": self.ai.url,
-            "TELEGRAM_BOT_TOKEN": self.tg.token,
-            "TELEGRAM_API_URL": self.tg.url,
-            "BOT_DATABASE": str(self.tmp / "bench.sqlite3"),
-            "BOT_CONFIG": str(cfg),
-        }
-        self.proc = subprocess.Popen([sys.executable, "-m", "bot"], cwd=ROOT, env=env)  # noqa: ASYNC220
-        await self.tg.wait_until(lambda: any(c.method == "getUpdates" for c in self.tg.calls),
-                                 timeout=60)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            await asyncio.to_thread(self.proc.wait, 30)
-        await self.ai.stop()
-        await self.tg.stop()
+class VoiceBench(Bench):
+    """Bench plus helpers for voice answers."""
 
     def answered_at(self, chat_id: int, before: int) -> float | None:
         """When both the final text answer and the voice message had arrived, or None."""
@@ -149,16 +86,11 @@ class Bench:
         return (done - t0) * 1000, (self.ai.inside - inside0) * 1000
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
 async def main(n: int) -> None:
     _cheap_model_audio()
     note = audiogen.audio("ogg", 30.0)
     with tempfile.TemporaryDirectory() as tmp:
-        async with Bench(Path(tmp)) as b:
+        async with VoiceBench(Path(tmp)) as b:
             for i in range(5):  # warm up connections, caches, the database
                 await b.one(10_000 + i, note)
             results = [await b.one(20_000 + (i % 10), note) for i in range(n)]

@@ -22,6 +22,7 @@ from openai import AsyncOpenAI, AsyncStream
 
 from bot.config import Config
 from bot.errors import ModelError, Unsupported
+from bot.media import sniff_mime
 
 log = logging.getLogger(__name__)
 
@@ -186,14 +187,8 @@ class MediaAI:
         self, model: str, prompt: str, *, size: str | None = None, quality: str | None = None,
         n: int = 1,
     ) -> ImageResult:
-        """Images API generations; dall-e models are asked for base64 instead of URLs."""
-        kwargs: dict[str, Any] = {"model": model, "prompt": prompt, "n": n}
-        if size:
-            kwargs["size"] = size
-        if quality:
-            kwargs["quality"] = quality
-        if model.startswith("dall-e"):
-            kwargs["response_format"] = "b64_json"
+        """Images API generations."""
+        kwargs = _image_options(model, prompt=prompt, n=n, size=size, quality=quality)
         try:
             resp = await self.client.images.generate(**kwargs)
         except openai.OpenAIError as e:
@@ -206,16 +201,10 @@ class MediaAI:
         n: int = 1,
     ) -> ImageResult:
         """Images API edits (several input images for GPT-image models, one for dall-e-2)."""
-        kwargs: dict[str, Any] = {"model": model, "prompt": prompt, "n": n,
-                                  "image": images if len(images) > 1 else images[0]}
+        kwargs = _image_options(model, prompt=prompt, n=n, size=size, quality=quality,
+                                image=images if len(images) > 1 else images[0])
         if mask is not None:
             kwargs["mask"] = mask
-        if size:
-            kwargs["size"] = size
-        if quality:
-            kwargs["quality"] = quality
-        if model.startswith("dall-e"):
-            kwargs["response_format"] = "b64_json"
         try:
             resp = await self.client.images.edit(**kwargs)
         except openai.OpenAIError as e:
@@ -288,6 +277,20 @@ class MediaAI:
         return bytes(resp.content)
 
 
+def _image_options(model: str, *, size: str | None, quality: str | None,
+                   **fields: Any) -> dict[str, Any]:
+    """Request fields common to generations and edits; dall-e models are asked for base64
+    (they default to URLs), GPT-image models always return base64 and reject the field."""
+    kwargs: dict[str, Any] = {"model": model, **fields}
+    if size:
+        kwargs["size"] = size
+    if quality:
+        kwargs["quality"] = quality
+    if model.startswith("dall-e"):
+        kwargs["response_format"] = "b64_json"
+    return kwargs
+
+
 async def _image_result(resp: Any) -> ImageResult:
     images: list[GeneratedImage] = []
     for item in resp.data or []:
@@ -297,7 +300,7 @@ async def _image_result(resp: Any) -> ImageResult:
             data = await _download(item.url)
         else:
             continue
-        images.append(GeneratedImage(data=data, mime=_sniff_image(data),
+        images.append(GeneratedImage(data=data, mime=sniff_mime(data) or "image/png",
                                      revised_prompt=getattr(item, "revised_prompt", None)))
     if not images:
         raise ModelError("The image service returned no image.", "server_error")
@@ -321,16 +324,6 @@ async def _download(url: str, limit: int = 50 * 1024 * 1024) -> bytes:
     return data
 
 
-def _sniff_image(data: bytes) -> str:
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return "application/octet-stream"
 
 
 class AI(MediaAI):
