@@ -105,6 +105,16 @@ async def run(config: Config, *, console: bool) -> int:
     return 0
 
 
+def _loop_factory() -> Any:
+    """uvloop when installed (it roughly halves the event loop's share of the CPU per
+    message); the standard loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m bot` and the `gptbot` script."""
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
@@ -128,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpx2", "httpcore", "discord.gateway", "telegram.ext"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return asyncio.run(run(config, console=args.console))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(run(config, console=args.console))
     except KeyboardInterrupt:
         return 130
 
