@@ -284,6 +284,10 @@ def _validate(config: Config) -> None:
     if config.models.chat not in config.models.choices:
         # the default model is always selectable
         object.__setattr__(config.models, "choices", (config.models.chat, *config.models.choices))
+    if not 0.25 <= config.voice.speed <= 4.0:
+        raise ConfigError("config: voice.speed must be between 0.25 and 4.0")
+    if config.voice.voice not in config.voice.voices:
+        raise ConfigError("config: voice.voice must be one of voice.voices")
     if config.chat.history_tokens < 100:
         raise ConfigError("config: chat.history_tokens must be at least 100")
     if not config.secrets.telegram_api_url.startswith(("http://", "https://")):

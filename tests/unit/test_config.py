@@ -34,6 +34,8 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[openai]\napi_key = 'sk-secret'\n", "openai.api_key looks like a secret"),
         ("[access]\nadmins = 'me'\n", "access.admins must be a list"),
         ("[bot\n", "not valid TOML"),
+        ("[voice]\nspeed = 9\n", "voice.speed must be between 0.25 and 4.0"),
+        ("[voice]\nvoice = 'robot'\n", "voice.voice must be one of voice.voices"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
