@@ -265,11 +265,6 @@ class InteractionReplier(_DiscordReplier):
         self._fallback: DiscordReplier | None = None
         self._fallback_ids: set[str] = set()
 
-    @property
-    def deferred(self) -> bool:
-        """Whether the "thinking…" acknowledgement was sent."""
-        return self._deferred
-
     async def defer(self) -> None:
         """Acknowledge with "thinking…" unless already answered (Discord allows 3 s)."""
         async with self._lock:
@@ -489,7 +484,6 @@ class DiscordAdapter:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._specs: dict[str, CommandSpec] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -543,7 +537,6 @@ class DiscordAdapter:
     def _build_tree(self, specs: list[CommandSpec]) -> None:
         tree = self.client.tree
         tree.clear_commands(guild=None)
-        self._specs = {s.name: s for s in specs}
         for spec in specs:
             tree.add_command(self._app_command(spec))
 

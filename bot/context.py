@@ -38,7 +38,7 @@ class Context:
 
     def is_admin(self) -> bool:
         """Admins are listed as `platform:user_id` or bare ids in [access] admins."""
-        return _listed(self.config.access.admins, self.inbound.channel.platform,
+        return listed(self.config.access.admins, self.inbound.channel.platform,
                        self.inbound.author.id)
 
     async def setting(self, key: str, default: Any = None) -> Any:
@@ -47,5 +47,6 @@ class Context:
         return default if value is None else value
 
 
-def _listed(entries: tuple[str, ...], platform: str, ident: str) -> bool:
+def listed(entries: tuple[str, ...], platform: str, ident: str) -> bool:
+    """Access lists name users and chats as `platform:id` or a bare id."""
     return ident in entries or f"{platform}:{ident}" in entries

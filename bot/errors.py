@@ -11,10 +11,6 @@ class UserError(Exception):
         self.message = message
 
 
-class AccessDenied(UserError):
-    """The user or chat is not allowed to use the bot or this command."""
-
-
 class ModelError(UserError):
     """The model service failed in a way the user should hear about (rate limit, quota...)."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from bot.ai import AI
 from bot.commands import CommandTable, spec_of
 from bot.config import Config
-from bot.context import Context, _listed
+from bot.context import Context, listed
 from bot.errors import UserError
 from bot.events import Inbound
 from bot.replies import Replier
@@ -108,10 +108,10 @@ class Router:
         """[access] lists: empty means everyone."""
         access = self.config.access
         platform = inbound.channel.platform
-        if access.allowed_users and not _listed(access.allowed_users, platform,
+        if access.allowed_users and not listed(access.allowed_users, platform,
                                                 inbound.author.id):
-            return _listed(access.admins, platform, inbound.author.id)
-        return not (access.allowed_chats and not _listed(
+            return listed(access.admins, platform, inbound.author.id)
+        return not (access.allowed_chats and not listed(
             access.allowed_chats, platform, inbound.channel.chat_id))
 
     async def handle(self, inbound: Inbound, replier: Replier) -> None:

@@ -199,6 +199,11 @@ class Store:
         )
         return int(cur.lastrowid or 0)
 
+    async def last_turn(self, channel: str) -> Turn | None:
+        """The newest turn since the last /reset, whatever its size."""
+        turns = await self.recent_turns(channel, 1 << 62, 1)
+        return turns[0] if turns else None
+
     async def recent_turns(self, channel: str, token_budget: int, limit: int = 200) -> list[Turn]:
         """The newest turns since the last /reset that fit the budget, oldest first.
 
@@ -271,25 +276,6 @@ class Store:
             (channel, channel, max(keep, 1)),
         )
         return image_id
-
-    async def set_image_message(self, image_ids: list[int], message_id: str) -> None:
-        """Record which platform message showed these images (so replies can find them)."""
-        await self.db.executemany("UPDATE images SET message_id = ? WHERE id = ?",
-                                  [(message_id, i) for i in image_ids])
-
-    async def images_for_turns(self, turn_ids: list[int]) -> dict[int, list[StoredImage]]:
-        """Images attached to the given turns, grouped by turn, in order."""
-        if not turn_ids:
-            return {}
-        marks = ",".join("?" * len(turn_ids))
-        rows = await self.db.execute_fetchall(
-            f"SELECT {self._IMAGE_COLUMNS} FROM images WHERE turn_id IN ({marks}) ORDER BY id",
-            turn_ids,
-        )
-        out: dict[int, list[StoredImage]] = {}
-        for r in rows:
-            out.setdefault(r[2], []).append(StoredImage(*r))
-        return out
 
     async def images_by_message(self, channel: str, message_id: str) -> list[StoredImage]:
         """Images that were in one platform message of this channel (a reply target)."""

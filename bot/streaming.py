@@ -78,7 +78,7 @@ class ReplyStream:
         except asyncio.CancelledError:
             pass
 
-    async def _flush(self, *, final: bool = False) -> None:
+    async def _flush(self) -> None:
         async with self._lock:
             text = self.text if self.text.strip() else ""
             if not text:
@@ -88,15 +88,15 @@ class ReplyStream:
                 if i < len(self.sent):
                     if chunk == self._sent_text[i]:
                         continue
-                    await self._pace(final)
+                    await self._pace()
                     self.sent[i] = await self.replier.edit(self.sent[i], chunk)
                     self._sent_text[i] = chunk
                 else:
-                    await self._pace(final)
+                    await self._pace()
                     self.sent.append(await self.replier.send(chunk))
                     self._sent_text.append(chunk)
 
-    async def _pace(self, final: bool) -> None:
+    async def _pace(self) -> None:
         """Space platform calls by the interval; the final flush paces too, it just never skips."""
         wait = self._last_call + self._interval - time.monotonic()
         if wait > 0 and self.calls:
@@ -123,7 +123,7 @@ class ReplyStream:
                 await self._task
         for attempt in range(FINAL_ATTEMPTS):
             try:
-                await self._flush(final=True)
+                await self._flush()
                 return self.sent
             except RateLimited as e:
                 await asyncio.sleep(e.retry_after)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from typing import Any
 
 from adapters.markup import to_plain
 from bot import audio
@@ -119,19 +118,14 @@ def spoken(handler: Handler) -> Handler:
         if await reply_mode(ctx) != "always":
             await handler(ctx)
             return
-        before = await _last_turn(ctx)
+        before = await ctx.store.last_turn(ctx.channel)
         await handler(ctx)
-        after = await _last_turn(ctx)
+        after = await ctx.store.last_turn(ctx.channel)
         if after is not None and after.role == "assistant" and (
                 before is None or after.id != before.id):
             await speak(ctx, after.content)
 
     return run
-
-
-async def _last_turn(ctx: Context) -> Any:
-    turns = await ctx.store.recent_turns(ctx.channel, 1 << 62, 1)
-    return turns[-1] if turns else None
 
 
 @command("say", Param("text", "What to say", type="text"))

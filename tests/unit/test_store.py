@@ -50,14 +50,13 @@ async def test_images_kept_per_channel_with_eviction(tmp_path: Path) -> None:
     await store.open()
     turn = await store.append_turn("c", "user", "look", 5)
     ids = [await store.add_image("c", bytes([i]), "image/jpeg", 10, 10, 85, turn_id=turn,
-                                 keep=3) for i in range(5)]
+                                 message_id=f"m{i}", keep=3) for i in range(5)]
     await store.add_image("d", b"x", "image/png", 1, 1, 85, keep=3)
     kept = await store.last_images("c", 10)
     assert [i.id for i in kept] == ids[:1:-1]  # newest three, newest first
-    assert [i.data for i in (await store.images_for_turns([turn]))[turn]] == [b"\x02", b"\x03",
-                                                                              b"\x04"]
-    await store.set_image_message(ids[-1:], "m42")
-    assert [i.id for i in await store.images_by_message("c", "m42")] == ids[-1:]
+    assert [i.data for i in kept] == [b"\x04", b"\x03", b"\x02"]
+    assert [i.id for i in await store.images_by_message("c", "m4")] == ids[-1:]
+    assert await store.images_by_message("c", "m0") == []  # evicted
     await store.reset_context("c")
     assert await store.last_images("c", 10) == []
     assert len(await store.last_images("d", 10)) == 1
