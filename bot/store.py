@@ -136,6 +136,8 @@ class Store:
         # this object: a small LRU of whole settings dicts saves a query per read
         self._settings: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._settings_cap = settings_cache
+        # channels known to hold no images: most never do, and chat asks on every message
+        self._imageless: set[str] = set()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -263,6 +265,7 @@ class Store:
         Eviction is by age within the channel: the oldest image rows are deleted, the
         turns that mentioned them stay (their text is history; the pixels are a cache).
         """
+        self._imageless.discard(channel)
         cur = await self.db.execute(
             "INSERT INTO images (channel, turn_id, message_id, mime, width, height, tokens,"
             " source, data, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -287,6 +290,8 @@ class Store:
     async def last_images(self, channel: str, limit: int = 1,
                           source: str | None = None) -> list[StoredImage]:
         """The newest images of a channel since the last /reset, newest first."""
+        if channel in self._imageless:
+            return []
         start = await self._context_start(channel)
         sql = (f"SELECT {self._IMAGE_COLUMNS} FROM images WHERE channel = ?"
                " AND (turn_id IS NULL OR turn_id > ?)")
@@ -296,6 +301,10 @@ class Store:
             params.append(source)
         rows = await self.db.execute_fetchall(sql + " ORDER BY id DESC LIMIT ?",
                                               [*params, limit])
+        if not rows and source is None:
+            if len(self._imageless) > 100_000:
+                self._imageless.clear()
+            self._imageless.add(channel)
         return [StoredImage(*r) for r in rows]
 
     # --- settings ------------------------------------------------------------------------

@@ -59,5 +59,8 @@ async def test_images_kept_per_channel_with_eviction(tmp_path: Path) -> None:
     assert await store.images_by_message("c", "m0") == []  # evicted
     await store.reset_context("c")
     assert await store.last_images("c", 10) == []
+    after = await store.append_turn("c", "user", "new picture", 5)
+    await store.add_image("c", b"new", "image/png", 1, 1, 85, turn_id=after)
+    assert [i.data for i in await store.last_images("c", 10)] == [b"new"]
     assert len(await store.last_images("d", 10)) == 1
     await store.close()
