@@ -73,6 +73,7 @@ async def start_app(
     store = Store(config.database_path)
     await store.open()
     ai = AI(config, tokenizer or Tokenizer(config.chat.tokenizer))
+    ai.start_probe()  # in the background: a slow or absent AI server never delays start-up
     router = Router(config, store, ai, registry())
     app = App(config, store, ai, router)
     try:

@@ -7,7 +7,9 @@ turning every failure into one short sentence a chat member can act on.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import itertools
 import logging
 import re
@@ -23,6 +25,7 @@ from openai import AsyncOpenAI, AsyncStream
 from bot.config import Config
 from bot.errors import ModelError, Unsupported
 from bot.media import sniff_mime
+from bot.probe import ServerInfo, is_openai_url, openai_vision, openai_window, probe_server
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,41 @@ MESSAGES = {
     "unsupported": "This AI server does not offer {what}.",
     "no_vision": "The model `{model}` cannot look at images on this AI server. An admin can "
     "set a model that can in `[models] vision`.",
+    "context": "This conversation no longer fits the model's context window{size}. Send "
+    "/reset to start fresh, or send a shorter message.",
 }
+
+
+class ContextOverflow(ModelError):
+    """The prompt (plus the answer's room) is larger than the model's context window;
+    `window` is the size when the server said it."""
+
+    def __init__(self, window: int | None) -> None:
+        size = f" ({window:,} tokens)" if window else ""
+        super().__init__(MESSAGES["context"].format(size=size), "context_length")
+        self.window = window
+
+
+_OVERFLOW = re.compile(
+    r"context length|context size|context window|context_length_exceeded"
+    r"|exceed_context_size|prompt is too long|too many tokens|input is too long", re.I)
+_WINDOW_NUMBER = re.compile(
+    r"(?:maximum context length is|available context size \(|context window of|n_ctx[\"':= ]+)"
+    r"\s*(\d+)", re.I)
+
+
+def context_overflow(exc: openai.APIStatusError) -> ContextOverflow | None:
+    """llama.cpp, vLLM, OpenAI and llama-cpp-python each word an over-long prompt
+    differently; all of them say so in a 400."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    text = f"{exc.code or ''} {exc.type or ''} {server_message(exc)}"
+    if exc.status_code not in (400, 413, 422) or not _OVERFLOW.search(text):
+        return None
+    window = body.get("n_ctx")
+    if not isinstance(window, int):
+        match = _WINDOW_NUMBER.search(text)
+        window = int(match.group(1)) if match else None
+    return ContextOverflow(window)
 
 
 def map_error(exc: Exception, *, model: str, what: str = "this feature") -> ModelError:
@@ -65,14 +102,17 @@ def map_error(exc: Exception, *, model: str, what: str = "this feature") -> Mode
             return ModelError(MESSAGES["rate_limited"], "rate_limited")
         if isinstance(exc, openai.AuthenticationError):
             return ModelError(MESSAGES["auth"], "auth")
+        overflow = context_overflow(exc)
+        if overflow is not None:
+            return overflow
         if isinstance(exc, openai.NotFoundError):
-            if code == "model_not_found" or "model" in str(exc.message).lower():
+            if code == "model_not_found" or "model" in server_message(exc).lower():
                 return ModelError(MESSAGES["model_not_found"].format(model=model),
                                   "model_not_found")
             return Unsupported(MESSAGES["unsupported"].format(what=what))
         if exc.status_code in (405, 501):
             return Unsupported(MESSAGES["unsupported"].format(what=what))
-        if exc.status_code in (400, 422, 500) and images_unsupported(str(exc.message)):
+        if exc.status_code in (400, 422, 500) and images_unsupported(server_message(exc)):
             return ModelError(MESSAGES["no_vision"].format(model=model), "no_vision")
         if code in ("content_policy_violation", "content_filter", "moderation_blocked",
                     "invalid_prompt") or "safety" in code:
@@ -81,7 +121,7 @@ def map_error(exc: Exception, *, model: str, what: str = "this feature") -> Mode
             return ModelError(MESSAGES["server_error"], "server_error")
         if exc.status_code == 402 or "quota" in code:
             return ModelError(MESSAGES["quota"], "quota")
-        detail = _short(exc.message)
+        detail = _short(server_message(exc))
         return ModelError(MESSAGES["bad_request"].format(detail=detail), "bad_request")
     return ModelError(MESSAGES["server_error"], "server_error")
 
@@ -99,23 +139,69 @@ def images_unsupported(message: str) -> bool:
     return bool(_NO_IMAGES.search(message))
 
 
+_SDK_PREFIX = re.compile(r"^Error code: \d+(?: - )?")
+
+
+def server_message(exc: openai.APIError) -> str:
+    """The server's own sentence: the error body's `message` (OpenAI, vLLM, llama.cpp and
+    Ollama all use that key), else the SDK's text without its "Error code: 400 - " prefix."""
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, dict) else inner
+        if isinstance(message, str) and message.strip():
+            return message.strip()
+        detail = body.get("detail")
+        if isinstance(detail, str) and detail.strip():
+            return detail.strip()
+    if isinstance(body, str) and body.strip():
+        return body.strip()
+    return _SDK_PREFIX.sub("", str(exc.message)).strip() or str(exc.message)
+
+
 def _short(message: str, limit: int = 200) -> str:
     text = " ".join(str(message).split())
-    # the SDK prefixes "Error code: 400 - {...}"; keep the API's own sentence when present
-    if "'message': '" in text:
-        text = text.split("'message': '", 1)[1].split("'", 1)[0]
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_PIECES = re.compile(r"[A-Za-z]+|\d|\n|[ \t]{2,}|[^\sA-Za-z\d]|\s")
+
+
+def estimate_tokens(text: str) -> int:
+    """A token count that no common tokenizer exceeds on real text (never zero).
+
+    Local models use tokenizers tiktoken does not know (Gemma, Llama, Qwen, Mistral), and
+    those split digits one by one and punctuation apart, so a pasted log costs far more
+    than its length suggests (the issue's 7,359 characters were 4,078 tokens on Gemma,
+    where bytes / 3 said 2,454). Counted here: every digit, punctuation mark, newline and
+    run of spaces is a token, a run of letters one token per 4 letters (rounded up), any
+    other character one token per UTF-8 byte pair.
+    """
+    total = 0
+    for piece in _PIECES.findall(text):
+        first = piece[0]
+        if first.isascii() and first.isalpha():
+            total += -(-len(piece) // 4)
+        elif first == " ":
+            continue  # a single space joins the next word's token
+        elif not first.isascii():
+            total += max(1, len(first.encode("utf-8")) - 1)
+        else:
+            total += 1
+    return total + 1
 
 
 class Tokenizer:
     """tiktoken for OpenAI models when its encoding is available offline, else an estimate.
 
-    The estimate over-counts on purpose (UTF-8 bytes / 3): too little context is better than
-    a request the server rejects as too long.
+    tiktoken counts OpenAI's tokens only: for any other server (`foreign`) the estimate,
+    an upper bound, is used even when tiktoken is loaded, since too little context is
+    better than a request the server rejects as too long.
     """
 
     def __init__(self, mode: str = "auto") -> None:
         self.mode = mode
+        self.foreign = False
         self._enc: Any = None
         if mode == "tiktoken":
             self._load()
@@ -129,14 +215,15 @@ class Tokenizer:
 
             self._enc = tiktoken.get_encoding("o200k_base")
         except Exception as e:  # offline, or the package cannot load its data
-            log.warning("tiktoken unavailable (%s); using a size estimate", type(e).__name__)
+            # expected offline; the estimate is safe, so this is no warning
+            log.info("tiktoken unavailable (%s); using a size estimate", type(e).__name__)
             self.mode = "estimate"
 
     def count(self, text: str) -> int:
         """Tokens in a text (never zero for a non-empty string)."""
-        if self._enc is not None:
+        if self._enc is not None and not self.foreign:
             return len(self._enc.encode(text, disallowed_special=()))
-        return len(text.encode("utf-8")) // 3 + 1
+        return estimate_tokens(text)
 
 
 @dataclass
@@ -150,6 +237,7 @@ class ChatStream:
     finish_reason: str | None = None
     refusal: str = ""
     text: str = ""
+    chunks: int = 0  # events received: none at all is a failed request (llama.cpp)
     _source: Any = field(default=None, repr=False)
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -339,9 +427,15 @@ class AI(MediaAI):
         self._clients = [self._new_client(config) for _ in range(CLIENT_SHARDS)]
         self._next_client = itertools.cycle(self._clients)
         self.client = self._clients[0]
-        self._legacy_max_tokens: set[str] = set()
+        # per model: the length field the server turned out to want (auto mode)
+        self._length_field: dict[str, str] = {}
         # models the server said cannot take images: follow-ups to them go as text only
         self.text_only_models: set[str] = set()
+        # context windows the server named in an error, per model
+        self._windows: dict[str, int] = {}
+        self._server: ServerInfo | None = None
+        self._probe: asyncio.Task[ServerInfo] | None = None
+        self._probed_at = 0.0
 
     @staticmethod
     def _new_client(config: Config) -> AsyncOpenAI:
@@ -355,19 +449,117 @@ class AI(MediaAI):
 
     async def close(self) -> None:
         """Close the HTTP connection pools."""
+        if self._probe is not None and not self._probe.done():
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
         for client in self._clients:
             await client.close()
 
+    # ------------------------------------------------------------ what the server offers
+
+    @property
+    def server_info(self) -> ServerInfo | None:
+        """The last probe's findings without waiting (for /info); None before the first."""
+        return self._server
+
+    def start_probe(self) -> None:
+        """Probe the server in the background (start-up never waits for it)."""
+        if self._probe is None or (self._probe.done() and self._stale()):
+            self._probed_at = asyncio.get_running_loop().time()
+            self._probe = asyncio.create_task(self._run_probe(), name="server probe")
+
+    def _stale(self) -> bool:
+        """An unreachable result is asked again after a while; a good one is kept."""
+        info = self._server
+        return info is None or (not info.reachable and
+                                asyncio.get_running_loop().time() - self._probed_at > 30)
+
+    async def _run_probe(self) -> ServerInfo:
+        info = await probe_server(self)
+        self._server = info
+        self.tokenizer.foreign = info.reachable and not info.is_openai
+        level = logging.INFO if info.reachable else logging.WARNING
+        for line in info.lines():
+            log.log(level, "%s", line)
+        return info
+
+    async def server(self, wait: float = 15.0) -> ServerInfo | None:
+        """The probe's findings, probing on first use; None if it takes longer than `wait`."""
+        self.start_probe()
+        assert self._probe is not None
+        if not self._probe.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._probe), wait)
+            except TimeoutError:
+                return None
+        return self._probe.result()
+
+    def openai_api(self) -> bool:
+        """Whether the server is OpenAI's own API (probe, else the base URL)."""
+        info = self._server
+        if info is not None and info.reachable:
+            return info.is_openai
+        return is_openai_url(self.config.secrets.openai_base_url)
+
+    async def context_window(self, model: str) -> int | None:
+        """Tokens of prompt + answer the model takes: the setting, what the server said in
+        an error, the probe (for the chat model), or OpenAI's published table."""
+        if self.config.chat.context_window:
+            return self.config.chat.context_window
+        if model in self._windows:
+            return self._windows[model]
+        info = await self.server()
+        if info is None or not info.reachable:
+            return None
+        if info.is_openai:
+            return openai_window(model)
+        if model == info.model or not info.models or len(info.models) == 1:
+            return info.context_window  # a one-model server serves it whatever the name
+        return None
+
+    def learn_window(self, model: str, window: int) -> None:
+        """Remember a context window an error message named."""
+        log.info("context window of %s: %d tokens (from the server's error)", model, window)
+        self._windows[model] = window
+
+    async def takes_images(self, model: str) -> bool | None:
+        """Whether the model can see images: `[vision] accepts_images`, what the server
+        said earlier, or the probe; None when nobody knows (the request will tell)."""
+        setting = self.config.vision.accepts_images
+        if setting != "auto":
+            return setting == "yes"
+        if model in self.text_only_models:
+            return False
+        info = await self.server()
+        if info is None or not info.reachable or info.vision is None:
+            return None
+        if info.is_openai:
+            return openai_vision(model)
+        if info.models and len(info.models) > 1 and model != info.model:
+            return None  # the probe looked at the chat model only
+        return info.vision
+
+    async def served_models(self) -> tuple[str, ...] | None:
+        """The models the server lists (cached by the probe); None if it lists none."""
+        info = await self.server()
+        return info.models if info is not None and info.reachable else None
+
     def _length_param(self, model: str, max_tokens: int) -> dict[str, int]:
-        if model in self._legacy_max_tokens:
-            return {"max_tokens": max_tokens}
-        return {"max_completion_tokens": max_tokens}
+        """OpenAI's API takes `max_completion_tokens`; every compatible server implements
+        `max_tokens`, and llama.cpp and Ollama silently ignore the newer name."""
+        name = self.config.openai.length_param
+        if name == "auto":
+            default = "max_completion_tokens" if self.openai_api() else "max_tokens"
+            name = self._length_field.get(model, default)
+        return {name: max_tokens}
 
     async def chat_stream(
         self, model: str, messages: list[dict[str, Any]], *, max_tokens: int
     ) -> ChatStream:
         """Start a streamed chat completion; errors before the first byte raise ModelError."""
         result = ChatStream(model=model)
+        await self.server(wait=5.0)  # which length field, which tokenizer
         try:
             stream = await self._create_stream(model, messages, max_tokens)
         except openai.OpenAIError as e:
@@ -376,6 +568,7 @@ class AI(MediaAI):
         async def deltas() -> AsyncIterator[str]:
             try:
                 async for chunk in stream:
+                    result.chunks += 1
                     if not isinstance(chunk, dict):
                         continue
                     usage = chunk.get("usage")
@@ -429,12 +622,17 @@ class AI(MediaAI):
     def _downgrade(
         self, model: str, e: openai.BadRequestError, kwargs: dict[str, Any]
     ) -> dict[str, Any] | None:
-        """Older compatible servers reject newer parameters; retry once without them."""
-        text = f"{e.param or ''} {e.message}".lower()
+        """A server that rejects one length field names the other; retry once with it."""
+        text = f"{e.param or ''} {server_message(e)}".lower()
         retry = dict(kwargs)
-        if "max_completion_tokens" in text and "max_completion_tokens" in retry:
-            self._legacy_max_tokens.add(model)
+        auto = self.config.openai.length_param == "auto"
+        if auto and "max_completion_tokens" in retry and "max_completion_tokens" in text:
+            self._length_field[model] = "max_tokens"
             retry["max_tokens"] = retry.pop("max_completion_tokens")
+            return retry
+        if auto and "max_tokens" in retry and "max_completion_tokens" in text:
+            self._length_field[model] = "max_completion_tokens"
+            retry["max_completion_tokens"] = retry.pop("max_tokens")
             return retry
         if "stream_options" in text and "stream_options" in retry:
             retry.pop("stream_options")
@@ -444,11 +642,22 @@ class AI(MediaAI):
     async def complete(
         self, model: str, messages: list[dict[str, Any]], *, max_tokens: int
     ) -> tuple[str, int, int, bool]:
-        """A non-streamed answer: (text, prompt tokens, completion tokens, estimated)."""
+        """A non-streamed answer: (text, prompt tokens, completion tokens, estimated).
+
+        Also how the chat path learns why a stream came back empty: a server that fails
+        silently while streaming answers the same request with its error when not.
+        """
+        await self.server(wait=5.0)
+        kwargs: dict[str, Any] = {"model": model, "messages": messages,
+                                  **self._length_param(model, max_tokens)}
         try:
-            resp = await self.client.chat.completions.create(
-                model=model, messages=messages, **self._length_param(model, max_tokens)
-            )
+            try:
+                resp = await self.client.chat.completions.create(**kwargs)
+            except openai.BadRequestError as e:
+                retry = self._downgrade(model, e, kwargs)
+                if retry is None:
+                    raise
+                resp = await self.client.chat.completions.create(**retry)
         except openai.OpenAIError as e:
             raise map_error(e, model=model, what="chat") from e
         text = (resp.choices[0].message.content or "") if resp.choices else ""

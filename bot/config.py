@@ -36,6 +36,7 @@ class OpenAISection:
     timeout: float = 60.0
     max_retries: int = 2
     organization: str = ""
+    length_param: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class ChatSection:
     max_output_tokens: int = 2000
     history_messages: int = 200
     tokenizer: str = "auto"
+    context_window: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ class VisionSection:
     max_image_mb: int = 20
     keep_images: int = 8
     context_images: int = 4
+    accepts_images: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,8 @@ _SECTIONS = {f.name: f for f in fields(Config) if f.name != "secrets"}
 _CHOICES = {
     ("bot", "group_trigger"): ("mention", "always"),
     ("chat", "tokenizer"): ("auto", "tiktoken", "estimate"),
+    ("openai", "length_param"): ("auto", "max_tokens", "max_completion_tokens"),
+    ("vision", "accepts_images"): ("auto", "yes", "no"),
     ("bot", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
     ("vision", "detail"): ("low", "high", "auto"),
     ("images", "quality"): ("auto", "low", "medium", "high", "standard", "hd"),
@@ -290,5 +295,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("config: voice.voice must be one of voice.voices")
     if config.chat.history_tokens < 100:
         raise ConfigError("config: chat.history_tokens must be at least 100")
+    if 0 < config.chat.context_window < 512:
+        raise ConfigError("config: chat.context_window must be 0 (ask the server) or at "
+                          "least 512")
     if not config.secrets.telegram_api_url.startswith(("http://", "https://")):
         raise ConfigError("TELEGRAM_API_URL must start with http:// or https://")

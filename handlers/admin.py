@@ -78,6 +78,11 @@ async def model_cmd(ctx: Context) -> None:
     if name not in choices:
         listed = ", ".join(f"`{c}`" for c in choices)
         raise UserError(f"Unknown model `{name}`. Choose one of: {listed}")
+    served = await ctx.ai.served_models()
+    if served and name not in served:
+        # a one-model server (llama.cpp) would answer with its own model under any name
+        listed = ", ".join(f"`{m}`" for m in served[:20])
+        raise UserError(f"The AI server has no model `{name}`. It has: {listed}")
     await ctx.store.set_setting(ctx.channel, "model",
                                 None if name == ctx.config.models.chat else name)
     await ctx.reply.reply_long(f"This chat now uses `{name}`.")

@@ -4,6 +4,12 @@ Context assembly also carries the channel's recent images (downscaled copies kep
 store by the vision handler): up to `[vision] context_images` of them go with the turns
 they belong to, and their token cost (OpenAI's image formula) counts against
 `history_tokens` like text does.
+
+The budget also fits the model: history + answer stay inside the context window the
+server publishes (see bot/probe.py), a message too long for it keeps its start and end,
+and a request the server still finds too long is shrunk and asked again. Local servers
+fail in quiet ways, so an empty stream counts as a failed request: it is asked once more
+without streaming, which makes the server say what went wrong.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from bot.ai import MESSAGES, ContextOverflow
 from bot.context import Context
 from bot.errors import ModelError, UserError
 from bot.events import Inbound
@@ -27,6 +35,15 @@ NOTHING_TO_READ = "I can only read text here. Send me a message in words."
 # shown to the model after an assistant turn that carried images (the API takes images
 # in user messages only)
 ASSISTANT_IMAGES = "[the image(s) you sent above]"
+SHORTENED = ("⚠️ Your message was too long for this model, so I kept its start and end "
+             "({kept:,} of {total:,} characters).")
+CUT_MARKER = "\n\n[… {count:,} characters cut here …]\n\n"
+# an over-long message may take this share of the history budget: what is stored must
+# leave room for the conversation before it
+MESSAGE_SHARE = 0.6
+# the answer never gets less room than this; below it the context is shrunk instead
+MIN_ANSWER = 64
+SHRINKS = 2
 
 
 def user_content(inbound: Inbound, text: str | None = None) -> str:
@@ -74,27 +91,82 @@ async def chat_model(ctx: Context) -> str:
     return str(await ctx.setting("model", ctx.config.models.chat))
 
 
+def _margin(window: int) -> int:
+    """Tokens kept free for chat-template markup the estimate does not see."""
+    return 16 + window // 50
+
+
+async def budgets(ctx: Context, model: str) -> tuple[int, int]:
+    """(tokens for system prompt + history + message, tokens for the answer) for a model.
+
+    `[chat] history_tokens` and `max_output_tokens` are upper limits; a smaller context
+    window shrinks both (the answer to at most half of it) so that they fit together.
+    """
+    history = ctx.config.chat.history_tokens
+    out = ctx.config.chat.max_output_tokens
+    window = await ctx.ai.context_window(model)
+    if window:
+        out = min(out, window // 2)
+        history = min(history, window - out - _margin(window))
+    return history, out
+
+
+def shorten(ctx: Context, text: str, limit: int) -> str:
+    """Start and end of a text, with a marker where the middle was, within `limit` tokens."""
+    count = ctx.ai.tokenizer.count
+    if count(text) <= limit:
+        return text
+    low, high = 0, len(text)
+    best = ""
+    while low <= high:  # the longest cut that fits (the estimate is monotonic enough)
+        keep = (low + high) // 2
+        head, tail = text[: keep - keep // 2], text[len(text) - keep // 2:] if keep else ""
+        candidate = head + CUT_MARKER.format(count=len(text) - keep) + tail
+        if count(candidate) <= limit:
+            best, low = candidate, keep + 1
+        else:
+            high = keep - 1
+    return best or text[: max(1, limit)]
+
+
+async def fit_message(ctx: Context, text: str, model: str) -> tuple[str, str]:
+    """(the message as it will be sent and stored, a note for the user if it was cut)."""
+    history, _ = await budgets(ctx, model)
+    system = ctx.ai.tokenizer.count(await system_prompt(ctx))
+    limit = max(50, int((history - system) * MESSAGE_SHARE))
+    fitted = shorten(ctx, text, limit)
+    if fitted == text:
+        return text, ""
+    kept = len(fitted) - len(CUT_MARKER.format(count=len(text) - len(fitted)))
+    log.info("message in %s shortened from %d to %d characters", ctx.channel, len(text),
+             len(fitted))
+    return fitted, SHORTENED.format(kept=max(0, kept), total=len(text))
+
+
 async def build_messages(
     ctx: Context, current: str, *, images: Sequence[PreparedImage] = (),
-    history_images: bool = True,
+    history_images: bool = True, model: str | None = None,
 ) -> list[dict[str, Any]]:
     """System prompt + as many earlier turns as fit the budget + the current message.
 
     `images` go with the current message. With `history_images`, the newest stored images
     of the channel (at most [vision] context_images) go with their turns while they fit
-    the budget; an older turn whose images do not fit is sent as text.
+    the budget; an older turn whose images do not fit is sent as text. The budget is the
+    one of `model` (default: the channel's chat model).
 
     Called before the current message is stored, so that storing it can overlap with
     the model request.
     """
     system = await system_prompt(ctx)
-    budget = ctx.config.chat.history_tokens - ctx.ai.tokenizer.count(system)
-    current_tokens = ctx.ai.tokenizer.count(current) + sum(i.tokens for i in images)
+    history, _ = await budgets(ctx, model or await chat_model(ctx))
+    budget = history - ctx.ai.tokenizer.count(system)
+    image_cost = sum(i.tokens for i in images)
+    current_tokens = ctx.ai.tokenizer.count(current) + image_cost
     if current_tokens > budget:
-        # the message alone is over budget: send its tail rather than nothing
-        keep = max(budget, 100) * 3
-        return [{"role": "system", "content": system},
-                _user_message(current[-keep:], [i.part() for i in images])]
+        # the message alone is over budget: keep its start and end rather than nothing
+        current = shorten(ctx, current, max(50, budget - image_cost))
+        return alternate(ctx, [{"role": "system", "content": system},
+                               _user_message(current, [i.part() for i in images])])
     available = budget - current_tokens
     turns = await ctx.store.recent_turns(ctx.channel, available,
                                          ctx.config.chat.history_messages)
@@ -125,7 +197,39 @@ async def build_messages(
     messages.reverse()
     messages.insert(0, {"role": "system", "content": system})
     messages.append(_user_message(current, [i.part() for i in images]))
-    return messages
+    return alternate(ctx, messages)
+
+
+def alternate(ctx: Context, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Strict user/assistant alternation after the system prompt, for servers whose chat
+    templates demand it (Gemma, Mistral, Llama 2 raise on two user turns in a row, which a
+    failed turn or a busy group leaves): same-role neighbours are merged, and a leading
+    assistant turn (its question fell outside the budget) is dropped. OpenAI takes any
+    order, and there each group member's turn stays its own message."""
+    if ctx.ai.openai_api():
+        return messages
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if out and m["role"] == out[-1]["role"] and m["role"] in ("user", "assistant"):
+            out[-1] = _merge(out[-1], m)
+        elif m["role"] == "assistant" and (not out or out[-1]["role"] == "system"):
+            continue
+        else:
+            out.append(m)
+    return out
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(a["content"], str) and isinstance(b["content"], str):
+        return {**a, "content": f"{a['content']}\n\n{b['content']}"}
+    parts = [*_parts(a["content"]), *_parts(b["content"])]
+    return {**a, "content": parts}
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, list):
+        return list(content)
+    return [{"type": "text", "text": str(content or "")}]
 
 
 async def _history_images(ctx: Context, turns: list[Turn],
@@ -173,11 +277,51 @@ def without_images(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(content, list):
             out.append(m)
             continue
-        if content and content[0].get("text") == ASSISTANT_IMAGES:
-            continue
-        text = "\n".join(p.get("text", "") for p in content if p.get("type") == "text")
-        out.append({**m, "content": text})
+        texts = [p.get("text", "") for p in content
+                 if p.get("type") == "text" and p.get("text") != ASSISTANT_IMAGES]
+        if texts:
+            out.append({**m, "content": "\n".join(texts)})
     return out
+
+
+@dataclass
+class _Answer:
+    """What one request produced; token counts are the server's, None when not reported."""
+
+    text: str
+    messages: list[dict[str, Any]]
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    note: str = ""
+
+
+async def answer_room(ctx: Context, model: str, messages: list[dict[str, Any]]) -> int:
+    """Tokens the answer may take: `max_output_tokens`, less if the window is nearly full
+    (vLLM rejects prompt + max_tokens over its window; llama.cpp runs out of room)."""
+    _, out = await budgets(ctx, model)
+    window = await ctx.ai.context_window(model)
+    if window:
+        room = window - ctx.ai.estimate_messages(messages) - _margin(window)
+        if room < min(MIN_ANSWER, out):
+            raise ContextOverflow(window)
+        out = min(out, room)
+    return out
+
+
+def shrink(ctx: Context, messages: list[dict[str, Any]], target: int) -> list[dict[str, Any]]:
+    """Drop the oldest turns (then cut the message itself) until the request fits `target`."""
+    estimate = ctx.ai.estimate_messages
+    head = messages[:1] if messages and messages[0]["role"] == "system" else []
+    body = messages[len(head):]
+    while len(body) > 1 and estimate(head + body) > target:
+        body = body[1:]
+    shrunk = alternate(ctx, head + body)
+    over = estimate(shrunk) - target
+    last = shrunk[-1]
+    if over > 0 and isinstance(last.get("content"), str):
+        limit = max(50, ctx.ai.tokenizer.count(last["content"]) - over)
+        shrunk[-1] = {**last, "content": shorten(ctx, last["content"], limit)}
+    return shrunk
 
 
 async def answer(ctx: Context, messages: list[dict[str, Any]], *, feature: str = "chat",
@@ -193,29 +337,69 @@ async def answer(ctx: Context, messages: list[dict[str, Any]], *, feature: str =
         out.append(prefix)
     async with ctx.reply.working("typing"):
         try:
-            stream = await ctx.ai.chat_stream(model, messages,
-                                              max_tokens=ctx.config.chat.max_output_tokens)
-        except ModelError:
+            result = await _ask(ctx, out, model, messages)
+        except (ModelError, UserError):
             await out.abort()
             raise
+        await out.finish(result.note)
+    await _remember(ctx, model, result.messages, result.text, result, feature, out)
+    return result.text
+
+
+async def _ask(ctx: Context, out: Any, model: str,
+               messages: list[dict[str, Any]]) -> _Answer:
+    """One answer, shrinking the context when the server says it is too long for it."""
+    for attempt in range(SHRINKS + 1):
         try:
-            async for delta in stream:
-                out.append(delta)
-        except ModelError as e:
-            if not out.text:
-                await out.abort()
+            max_tokens = await answer_room(ctx, model, messages)
+            return await _ask_once(ctx, out, model, messages, max_tokens)
+        except ContextOverflow as e:
+            if attempt == SHRINKS:
                 raise
-            log.warning("answer interrupted in %s: %s", ctx.channel, e.kind)
-            await out.finish(f"⚠️ {e.message}")
-            await _remember(ctx, model, messages, stream.text, stream, feature, out)
-            return stream.text
-        if not stream.text.strip():
-            await out.abort()
-            raise UserError(stream.refusal.strip() or EMPTY_ANSWER)
-        await out.finish("…(answer cut at the length limit)"
-                         if stream.finish_reason == "length" else "")
-    await _remember(ctx, model, messages, stream.text, stream, feature, out)
-    return stream.text
+            if e.window:
+                ctx.ai.learn_window(model, e.window)
+            size = ctx.ai.estimate_messages(messages)
+            target = int(size * 0.7)
+            window = await ctx.ai.context_window(model)
+            if window:
+                _, room = await budgets(ctx, model)
+                target = min(target, window - min(room, window // 4) - _margin(window))
+            log.info("request to %s too long for its context (%s); shrinking %d -> %d tokens",
+                     model, e.window or "size not given", size, target)
+            messages = shrink(ctx, messages, max(target, 50))
+    raise AssertionError("unreachable")
+
+
+async def _ask_once(ctx: Context, out: Any, model: str, messages: list[dict[str, Any]],
+                    max_tokens: int) -> _Answer:
+    stream = await ctx.ai.chat_stream(model, messages, max_tokens=max_tokens)
+    try:
+        async for delta in stream:
+            out.append(delta)
+    except ModelError as e:
+        if not stream.text:
+            raise
+        log.warning("answer interrupted in %s: %s", ctx.channel, e.kind)
+        return _Answer(stream.text, messages, stream.prompt_tokens, stream.completion_tokens,
+                       f"⚠️ {e.message}")
+    if stream.text.strip():
+        note = "…(answer cut at the length limit)" if stream.finish_reason == "length" else ""
+        return _Answer(stream.text, messages, stream.prompt_tokens, stream.completion_tokens,
+                       note)
+    if stream.refusal.strip():
+        raise UserError(stream.refusal.strip())
+    # An empty stream is a failed request (llama.cpp answers an over-long prompt with an
+    # empty 200 when streaming): the same request unstreamed makes the server say why.
+    log.warning("empty answer stream from %s in %s (%d events); asking again without "
+                "streaming", model, ctx.channel, stream.chunks)
+    text, prompt, completion, estimated = await ctx.ai.complete(model, messages,
+                                                                max_tokens=max_tokens)
+    if not text.strip():
+        raise UserError(EMPTY_ANSWER)
+    out.append(text)
+    if estimated:
+        return _Answer(text, messages)
+    return _Answer(text, messages, prompt, completion)
 
 
 async def _remember(ctx: Context, model: str, messages: list[dict[str, Any]], text: str,
@@ -239,12 +423,17 @@ async def converse(ctx: Context, content: str, *, feature: str = "chat",
                    prefix: str = "") -> str:
     """One user turn in this channel's conversation -> the streamed, stored answer.
 
-    Recent images of the channel go along; if the server says the chat model cannot take
-    images, the answer is asked again as text only and the model is remembered as such.
+    Recent images of the channel go along unless the model is known not to take them; if
+    the server says it cannot, the answer is asked again as text only and the model is
+    remembered as such. A message too long for the model is cut (start and end kept),
+    stored as cut, and the user is told.
     """
     model = await chat_model(ctx)
-    messages = await build_messages(ctx, content,
-                                    history_images=model not in ctx.ai.text_only_models)
+    content, note = await fit_message(ctx, content, model)
+    if note:
+        prefix = f"{prefix}\n\n{note}" if prefix else note
+    images_ok = await ctx.ai.takes_images(model) is not False
+    messages = await build_messages(ctx, content, history_images=images_ok, model=model)
     # stored while the model request goes out; awaited before this message is done, and
     # the channel's next message waits for this one, so history order is kept
     stored = asyncio.create_task(store_user_turn(ctx, content))
@@ -256,10 +445,15 @@ async def converse(ctx: Context, content: str, *, feature: str = "chat",
                 raise
             log.info("model %s cannot take images; answering %s as text", model, ctx.channel)
             ctx.ai.text_only_models.add(model)
-            return await answer(ctx, without_images(messages), feature=feature,
-                                prefix=prefix, model=model)
+            return await answer(ctx, alternate(ctx, without_images(messages)),
+                                feature=feature, prefix=prefix, model=model)
     finally:
         await stored
+
+
+def no_vision_message(model: str) -> str:
+    """What the user hears when the model cannot see the images they sent."""
+    return MESSAGES["no_vision"].format(model=model)
 
 
 async def chat(ctx: Context) -> None:

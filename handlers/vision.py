@@ -22,7 +22,13 @@ from bot.context import Context
 from bot.errors import ModelError, UserError
 from bot.events import Attachment, Inbound
 from bot.media import DETAILS, PreparedImage, fits, prepare_image_async
-from handlers.chat import answer, build_messages, store_user_turn, user_content
+from handlers.chat import (
+    answer,
+    build_messages,
+    no_vision_message,
+    store_user_turn,
+    user_content,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,9 @@ async def vision(ctx: Context) -> None:
     model = ctx.config.models.vision
     if not model:
         raise UserError(VISION_OFF)
+    if await ctx.ai.takes_images(model) is False:
+        # a server that drops image parts would answer about a picture it never saw
+        raise UserError(no_vision_message(model))
     detail = str(await ctx.setting("detail", ctx.config.vision.detail))
     async with ctx.reply.working("typing"):
         images, origins = await gather_images(ctx, detail)
@@ -85,7 +94,7 @@ async def vision(ctx: Context) -> None:
     content = user_content(inbound, f"{image_note(len(images))} {caption}")
     asked = content if caption else (
         f"{content}\n{default_question(len(images), inbound.language)}")
-    messages = await build_messages(ctx, asked, images=images)
+    messages = await build_messages(ctx, asked, images=images, model=model)
     stored = asyncio.create_task(_store(ctx, content, images, origins))
     try:
         await answer(ctx, messages, feature="vision", model=model)
