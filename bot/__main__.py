@@ -90,6 +90,10 @@ async def start_app(
 async def run(config: Config, *, console: bool) -> int:
     """Run until a signal (or, for a piped console, end of input)."""
     adapters = choose_adapters(config, console=console)
+    if any(a.name == "console" for a in adapters):
+        from adapters.console import console_logging
+
+        console_logging(config)  # the terminal is the chat: logs to a file
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -503,12 +503,12 @@ class AI(MediaAI):
         return is_openai_url(self.config.secrets.openai_base_url)
 
     async def context_window(self, model: str) -> int | None:
-        """Tokens of prompt + answer the model takes: the setting, what the server said in
-        an error, the probe (for the chat model), or OpenAI's published table."""
+        """Tokens of prompt + answer the model takes: what the server said in an error,
+        the setting, the probe (for the chat model), or OpenAI's published table."""
+        if model in self._windows:  # the server's own word beats any setting
+            return self._windows[model]
         if self.config.chat.context_window:
             return self.config.chat.context_window
-        if model in self._windows:
-            return self._windows[model]
         info = await self.server()
         if info is None or not info.reachable:
             return None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.ai import MESSAGES, ContextOverflow
+from bot.commands import Param, command
 from bot.context import Context
 from bot.errors import ModelError, UserError
 from bot.events import Inbound
@@ -474,3 +475,29 @@ async def record(ctx: Context) -> None:
 def wants_text(inbound: Inbound) -> bool:
     """The chat handler takes every message no earlier handler claimed."""
     return True
+
+
+# In the terminal, files are attached by path; the console adapter turns these lines into
+# messages with an attachment, so the handlers below only answer a line it passed on.
+ATTACH_USAGE = "Attach a file by its path, e.g. `/image ~/cat.jpg what breed is it?`"
+
+
+@command("image", Param("path", "Image file", required=True),
+         Param("question", "What to ask about it", type="text"), platforms=("console",))
+async def image_cmd(ctx: Context) -> None:
+    """Send an image file with a question about it"""
+    raise UserError(ATTACH_USAGE)
+
+
+@command("audio", Param("path", "Audio file or voice note", required=True),
+         platforms=("console",))
+async def audio_cmd(ctx: Context) -> None:
+    """Send a voice note or audio file to answer (also: /voice PATH)"""
+    raise UserError(ATTACH_USAGE)
+
+
+@command("file", Param("path", "Any file", required=True),
+         Param("question", "What to do with it", type="text"), platforms=("console",))
+async def file_cmd(ctx: Context) -> None:
+    """Send a file (images are looked at, audio is transcribed)"""
+    raise UserError(ATTACH_USAGE)

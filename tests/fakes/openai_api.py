@@ -5,6 +5,12 @@ validates requests the way api.openai.com does (auth, unknown routes, unknown or
 unsupported parameters, per-model limits) and answers with the documented JSON
 shapes and error bodies. Answers are deterministic and scriptable; every request is
 recorded so tests can assert what the model was sent.
+
+`profile` makes it behave like a common local server's OpenAI-compatible API instead,
+as those projects document it (see PROFILES): "llama.cpp" (llama-server), "ollama",
+"vllm". Those accept any API key, ignore fields they do not know, count tokens with a
+SentencePiece-like tokenizer (digits and punctuation one by one) and have a small
+context window (`n_ctx`).
 """
 
 from __future__ import annotations
@@ -87,6 +93,38 @@ SAMPLE_RATE = 24_000
 
 Json = dict[str, Any]
 _BODY = web.RequestKey("fake_openai_body", object)
+
+# Local server profiles: the model each serves by default and what each one's OpenAI
+# layer lacks (answered 404 in that server's own style).
+PROFILES: dict[str, Json] = {
+    "openai": {},
+    # llama-server: one model, whatever name is asked for; /props; no Responses, Images
+    # or audio API; embeddings only when started with --embeddings (off here)
+    "llama.cpp": {"models": ("gemma-3-270m-it-Q8_0.gguf",), "style": "llamacpp",
+                  "missing": ("/responses", "/images", "/audio")},
+    # Ollama's OpenAI compatibility layer (/v1/chat/completions, /v1/models,
+    # /v1/embeddings) plus its native /api/show and /api/version
+    "ollama": {"models": ("llama3.2:latest", "nomic-embed-text:latest"), "style": "ollama",
+               "missing": ("/responses", "/images", "/audio")},
+    # vLLM's OpenAI server for a generative model: /v1/models with max_model_len
+    "vllm": {"models": ("Qwen/Qwen2.5-1.5B-Instruct",), "style": "fastapi",
+             "missing": ("/responses", "/images", "/audio", "/embeddings")},
+}
+_LOCAL_PIECES = re.compile(r"[A-Za-z]+|\d|\n|[^\sA-Za-z\d]|\s+")
+
+
+def count_tokens_local(text: str) -> int:
+    """How a SentencePiece vocabulary (Gemma, Llama) splits text: each digit, punctuation
+    mark, newline and non-ASCII character is a token, a word one (two past 8 letters)."""
+    total = 0
+    for piece in _LOCAL_PIECES.findall(text):
+        if piece[0].isalpha() and piece[0].isascii():
+            total += 1 if len(piece) <= 8 else 2
+        elif piece[0] in " \t":
+            continue
+        else:
+            total += len(piece) if not piece.isascii() else 1
+    return total
 ReplyFn = Callable[[Json], str]
 
 
@@ -553,9 +591,18 @@ class FakeOpenAI:
     """A loopback aiohttp server speaking the OpenAI REST API, strictly."""
 
     def __init__(
-        self, api_key: str = "sk-test-key", models: Iterable[str] = DEFAULT_MODELS
+        self, api_key: str = "sk-test-key", models: Iterable[str] = DEFAULT_MODELS,
+        *, profile: str = "openai", n_ctx: int = 4096, vision: bool = False,
     ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}")
+        self.profile = profile
+        self.n_ctx = n_ctx
+        # llama.cpp with a vision projector (--mmproj) / an Ollama vision model
+        self.vision = vision
         self.api_key = api_key
+        if profile != "openai" and models is DEFAULT_MODELS:
+            models = PROFILES[profile]["models"]
         self.models: list[str] = list(models)
         self.requests: list[Request] = []
         self.latency: float = 0.0
@@ -586,6 +633,15 @@ class FakeOpenAI:
             ("POST", "/v1/audio/translations"): self._translations,
             ("POST", "/v1/audio/speech"): self._speech,
         }
+        if profile == "llama.cpp":
+            self._routes[("GET", "/props")] = self._llama_props
+            self._routes[("GET", "/health")] = self._llama_health
+            self._routes[("POST", "/v1/embeddings")] = self._llama_no_embeddings
+        elif profile == "ollama":
+            self._routes[("GET", "/api/version")] = self._ollama_version
+            self._routes[("POST", "/api/show")] = self._ollama_show
+        for prefix in PROFILES[profile].get("missing", ()):
+            self.disable(prefix, style=PROFILES[profile]["style"])
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -673,10 +729,11 @@ class FakeOpenAI:
     def disable(self, path_prefix: str, *, style: str = "openai") -> None:
         """Answer 404 on a path prefix (after /v1) like a server lacking that endpoint.
 
-        style: "openai" (Invalid URL JSON), "ollama" (plain `404 page not found`) or
-        "llamacpp" (`{"error": {"code": 404, "message": "File Not Found", ...}}`).
+        style: "openai" (Invalid URL JSON), "ollama" (plain `404 page not found`),
+        "llamacpp" (`{"error": {"code": 404, "message": "File Not Found", ...}}`) or
+        "fastapi" (vLLM: `{"detail": "Not Found"}`).
         """
-        if style not in ("openai", "ollama", "llamacpp"):
+        if style not in ("openai", "ollama", "llamacpp", "fastapi"):
             raise ValueError(f"unknown style {style!r}")
         self._disabled["/v1" + path_prefix] = style
 
@@ -723,7 +780,11 @@ class FakeOpenAI:
             if handler is None and request.method == "GET" and path.startswith("/v1/models/"):
                 handler = self._get_model
             await self._record_raw(request)
-            self._check_auth(request)
+            if self.profile != "openai":  # local servers run without a key by default
+                if handler is None:
+                    return self._disabled_response(request, PROFILES[self.profile]["style"])
+            else:
+                self._check_auth(request)
             if handler is None:
                 raise ApiError(404, f"Invalid URL ({request.method} {path})")
             response = await handler(request)
@@ -740,7 +801,7 @@ class FakeOpenAI:
             )
         finally:
             await self._notify()
-        if not response.prepared:
+        if not response.prepared and self.profile == "openai":
             response.headers.setdefault("x-request-id", _rand_id("req_", 32))
             response.headers.setdefault("openai-version", "2020-10-01")
             response.headers.setdefault(
@@ -756,6 +817,8 @@ class FakeOpenAI:
         if style == "llamacpp":
             body = {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}}
             return web.json_response(body, status=404)
+        if style == "fastapi":
+            return web.json_response({"detail": "Not Found"}, status=404)
         return self._error_response(
             ApiError(404, f"Invalid URL ({request.method} {request.path})")
         )
@@ -879,6 +942,14 @@ class FakeOpenAI:
         return rec
 
     def _model_exists(self, model: str) -> None:
+        if self.profile == "llama.cpp":
+            return  # serves its one model under whatever name is asked for
+        if self.profile == "ollama" and model not in self.models:
+            raise _local_error(404, f'model "{model}" not found, try pulling it first',
+                               {"type": "api_error", "param": None, "code": None})
+        if self.profile == "vllm" and model not in self.models:
+            raise _local_error(404, f"The model `{model}` does not exist.",
+                               {"type": "NotFoundError", "param": "model", "code": 404})
         if model not in self.models:
             raise ApiError(
                 404,
@@ -904,8 +975,127 @@ class FakeOpenAI:
     # ----------------------------------------------------------------- models
 
     def _model_obj(self, model: str) -> Json:
+        if self.profile == "llama.cpp":
+            return {"id": model, "object": "model", "created": 1_700_000_000,
+                    "owned_by": "llamacpp",
+                    "meta": {"vocab_type": 1, "n_vocab": 262_144, "n_ctx_train": 32_768,
+                             "n_embd": 640, "n_params": 268_098_176, "size": 291_545_344}}
+        if self.profile == "ollama":
+            return {"id": model, "object": "model", "created": 1_700_000_000,
+                    "owned_by": "library"}
+        if self.profile == "vllm":
+            return {"id": model, "object": "model", "created": 1_700_000_000,
+                    "owned_by": "vllm", "root": model, "parent": None,
+                    "max_model_len": self.n_ctx,
+                    "permission": [{"id": _rand_id("modelperm-", 32),
+                                    "object": "model_permission", "created": 1_700_000_000,
+                                    "allow_create_engine": False, "allow_sampling": True,
+                                    "allow_logprobs": True, "allow_search_indices": False,
+                                    "allow_view": True, "allow_fine_tuning": False,
+                                    "organization": "*", "group": None,
+                                    "is_blocking": False}]}
         owner = "system" if not model.startswith(("gpt-5", "gpt-image-2")) else "openai"
         return {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": owner}
+
+    # ----------------------------------------------------------------- local servers
+
+    async def _llama_props(self, request: web.Request) -> web.Response:
+        """llama-server GET /props: server-wide settings of its one model."""
+        return web.json_response({
+            "default_generation_settings": {
+                "id": 0, "id_task": -1, "n_ctx": self.n_ctx, "speculative": False,
+                "is_processing": False,
+                "params": {"n_predict": -1, "temperature": 0.8, "top_k": 40, "top_p": 0.95,
+                           "stream": True},
+            },
+            "total_slots": 1,
+            "model_alias": self.models[0],
+            "model_path": f"/models/{self.models[0]}",
+            "modalities": {"vision": self.vision, "audio": False},
+            "chat_template": "{{ bos_token }}{% for message in messages %}...{% endfor %}",
+            "bos_token": "<bos>", "eos_token": "<eos>",
+            "build_info": "b6500-fake",
+        })
+
+    async def _llama_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _llama_no_embeddings(self, request: web.Request) -> web.Response:
+        raise _local_error(501, "This server does not support embeddings. Start it with "
+                           "`--embeddings`", {"code": 501, "type": "not_supported_error"})
+
+    async def _ollama_version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.12.6"})
+
+    async def _ollama_show(self, request: web.Request) -> web.Response:
+        """Ollama POST /api/show: model details; context length in model_info."""
+        body = request.get(_BODY)
+        name = body.get("model") or body.get("name") if isinstance(body, dict) else None
+        if not name:
+            return web.json_response({"error": "model is required"}, status=400)
+        if name not in self.models and f"{name}:latest" not in self.models:
+            return web.json_response({"error": f"model '{name}' not found"}, status=404)
+        embedding = "embed" in name
+        caps = ["embedding"] if embedding else ["completion", "tools"]
+        if self.vision and not embedding:
+            caps.append("vision")
+        return web.json_response({
+            "license": "LLAMA 3.2 COMMUNITY LICENSE AGREEMENT",
+            "modelfile": f"# Modelfile generated by \"ollama show\"\nFROM {name}\n",
+            "parameters": 'stop                           "<|eot_id|>"',
+            "template": "{{ .System }}{{ .Prompt }}",
+            "details": {"parent_model": "", "format": "gguf", "family": "llama",
+                        "families": ["llama"], "parameter_size": "3.2B",
+                        "quantization_level": "Q4_K_M"},
+            "model_info": {"general.architecture": "llama",
+                           "general.parameter_count": 3_212_749_888,
+                           "llama.context_length": self.n_ctx,
+                           "llama.embedding_length": 3072},
+            "capabilities": caps,
+            "modified_at": "2025-10-01T12:00:00.000000000Z",
+        })
+
+    def _local_prompt_tokens(self, body: Json) -> int:
+        return 3 + sum(3 + count_tokens_local(self.message_text(m)) for m in body["messages"])
+
+    def _local_chat(self, body: Json, model: str) -> None:
+        """What a local server does with a chat request before answering (raises its
+        errors; may rewrite `body` as the server would see it)."""
+        messages = body["messages"]
+        if self.profile == "llama.cpp" and not self.vision:
+            # without a vision projector the image parts are dropped, and with them the
+            # message's text (what llama-cpp-python 0.3 did with Gemma 3 270M)
+            for m in messages:
+                if isinstance(m.get("content"), list) and any(
+                        p.get("type") == "image_url" for p in m["content"]):
+                    m["content"] = ""
+        if self.profile == "llama.cpp":
+            roles = [m.get("role") for m in messages if m.get("role") != "system"]
+            expected = ["user", "assistant"] * len(roles)
+            if roles != expected[: len(roles)]:
+                # Gemma's chat template raises this; llama-server answers it as a 500
+                raise _local_error(500, "Conversation roles must alternate user/assistant/"
+                                   "user/assistant/...", {"code": 500, "type": "server_error"})
+        prompt = self._local_prompt_tokens(body)
+        if self.profile == "llama.cpp" and prompt >= self.n_ctx:
+            raise _local_error(
+                400, f"request ({prompt} tokens) exceeds the available context size "
+                f"({self.n_ctx} tokens), try increasing it",
+                {"code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": prompt,
+                 "n_ctx": self.n_ctx})
+        if self.profile == "vllm":
+            asked = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+            if prompt + asked > self.n_ctx:
+                raise _local_error(
+                    400, f"This model's maximum context length is {self.n_ctx} tokens. "
+                    f"However, you requested {prompt + asked} tokens ({prompt} in the "
+                    f"messages, {asked} in the completion). Please reduce the length of the "
+                    "messages or completion.",
+                    {"type": "BadRequestError", "param": None, "code": 400})
+        if self.profile == "ollama":
+            # Ollama keeps the system prompt and the newest messages that fit num_ctx
+            while len(messages) > 2 and self._local_prompt_tokens(body) >= self.n_ctx:
+                del messages[1 if messages[0].get("role") == "system" else 0]
 
     async def _list_models(self, request: web.Request) -> web.Response:
         await self._maybe_fail(request, "")
@@ -921,7 +1111,9 @@ class FakeOpenAI:
     # ----------------------------------------------------------------- chat
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = self._json_body(request, CHAT_PARAMS)
+        local = self.profile != "openai"
+        body = self._json_body(request, frozenset(request.get(_BODY) or ()) if local and
+                               isinstance(request.get(_BODY), dict) else CHAT_PARAMS)
         model = body.get("model")
         if model is None:
             raise ApiError(400, "you must provide a model parameter")
@@ -938,6 +1130,15 @@ class FakeOpenAI:
                 "endpoint. Did you mean to use v1/completions?",
             )
         self._validate_chat(body, model)
+        if local:
+            body = json.loads(json.dumps(body))  # the recorded request stays as sent
+            try:
+                self._local_chat(body, model)
+            except ApiError as err:
+                if (err.status == 400 and self.profile == "llama.cpp" and body.get("stream")
+                        and err.body["error"].get("type") == "exceed_context_size_error"):
+                    return await self._empty_stream(request)
+                raise
         text_or_calls = self._next_answer(body)
         if body.get("stream"):
             return await self._chat_stream(request, body, model, text_or_calls)
@@ -1200,6 +1401,8 @@ class FakeOpenAI:
             )
 
     def _validate_chat_params(self, body: Json, model: str) -> None:
+        if self.profile != "openai":
+            return  # local servers ignore what they do not know
         reasoning = _is_reasoning(model)
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
@@ -1398,7 +1601,25 @@ class FakeOpenAI:
             },
         }
 
+    async def _empty_stream(self, request: web.Request) -> web.StreamResponse:
+        """llama.cpp (llama-cpp-python) streaming an over-long prompt: headers, no events."""
+        resp = web.StreamResponse(status=200, headers={
+            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        await resp.write_eof()
+        return resp
+
     def _truncate(self, body: Json, text: str) -> tuple[str, str, int]:
+        if self.profile in ("llama.cpp", "ollama"):
+            # they honour max_tokens only; without it llama.cpp writes until its window is
+            # full (Ollama's num_predict default is unlimited too)
+            limit = body.get("max_tokens")
+            room = max(1, self.n_ctx - self._local_prompt_tokens(body))
+            limit = min(limit, room) if limit else room
+            tokens = count_tokens(text)
+            if tokens > limit:
+                return text[: max(0, (limit - 1) * 4)], "length", limit
+            return text, "stop", tokens
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         tokens = count_tokens(text)
         if limit is not None and tokens > limit:
@@ -1446,7 +1667,7 @@ class FakeOpenAI:
     ) -> web.StreamResponse:
         opts = body.get("stream_options") or {}
         include_usage = bool(opts.get("include_usage")) and not self.omit_usage
-        obfuscate = opts.get("include_obfuscation", True)
+        obfuscate = opts.get("include_obfuscation", True) and self.profile == "openai"
         base: Json = {
             "id": _rand_id("chatcmpl-", 29),
             "object": "chat.completion.chunk",
@@ -1472,8 +1693,8 @@ class FakeOpenAI:
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
                 "Cache-Control": "no-cache",
-                "x-request-id": _rand_id("req_", 32),
-                "openai-version": "2020-10-01",
+                **({"x-request-id": _rand_id("req_", 32), "openai-version": "2020-10-01"}
+                   if self.profile == "openai" else {}),
             },
         )
         if self.latency > 0:
@@ -2150,6 +2371,13 @@ class FakeOpenAI:
         await resp.write(_sse({"type": "speech.audio.done", "usage": usage}))
         await resp.write_eof()
         return resp
+
+
+def _local_error(status: int, message: str, fields: Json) -> ApiError:
+    """An error in a local server's own body shape: `{"error": {"message": ..., ...}}`."""
+    err = ApiError(status, message)
+    err.body = {"error": {"message": message, **fields}}
+    return err
 
 
 class _BadJson:
