@@ -377,7 +377,8 @@ class ConsoleAdapter:
         try:
             while True:
                 try:
-                    text = await session.prompt_async("> ")
+                    # Ctrl-C at the prompt is a key press; our SIGINT handler must stay
+                    text = await session.prompt_async("> ", handle_sigint=False)
                 except KeyboardInterrupt:
                     if session.default_buffer.text:
                         continue
@@ -394,6 +395,9 @@ class ConsoleAdapter:
         """Hand one message over and wait for its answer (Ctrl-C cancels it)."""
         self._cancelled = False
         self.inflight = None
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, self._interrupt)
         await self.submit_line(text)
         idle = getattr(self._sink, "wait_idle", None)
         if idle is not None:

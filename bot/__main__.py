@@ -120,8 +120,26 @@ def _loop_factory() -> Any:
     return uvloop.new_event_loop
 
 
+def reserve_std_fds() -> None:
+    """Put /dev/null on a closed stdin/stdout/stderr (`docker run` without -i, `<&-`).
+
+    Otherwise the next file opened gets that number: libuv aborts the process when it
+    closes such a descriptor (uvloop: SIGABRT), and a print could land in the database.
+    sys.stdin stays None, so the console still sees a closed stdin (end of input).
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m bot` and the `gptbot` script."""
+    reserve_std_fds()
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
     parser.add_argument("--config", default=None,
                         help="path to config.toml (default: $BOT_CONFIG or ./config.toml)")
