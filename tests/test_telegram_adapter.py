@@ -12,7 +12,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters import markup
 from adapters.telegram_adapter import SendLimiter, TelegramAdapter
 from bot.commands import CommandSpec, CommandTable, Param
 from bot.config import Config, ConfigError, load_config
@@ -286,20 +285,22 @@ async def test_send_renders_html(
     assert "reply_parameters" not in call.params
 
 
-async def test_bad_entities_fall_back_to_plain(
-        fake: FakeTelegram, bot: Running,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+ENTITY_ERROR = 'Bad Request: can\'t parse entities: Unsupported start tag "foo" at byte offset 0'
+
+
+async def test_bad_entities_fall_back_to_plain(fake: FakeTelegram, bot: Running) -> None:
     _, sink = bot
     fake.user_message(USER, USER, "hi")
     _, replier = await sink.next()
-    monkeypatch.setattr(markup, "to_telegram_html", lambda md: "<foo>broken</foo>")
+    fake.fail_next("sendMessage", error_code=400, description=ENTITY_ERROR, parse_mode="HTML")
     await replier.send("**still** readable")
     [msg] = fake.messages(USER)
     assert msg.parse_mode is None
-    assert msg.text == markup.to_plain("**still** readable")
+    assert msg.text == "still readable"
     first, second = fake.calls_to("sendMessage")
-    assert first.status == 400 and "can't parse entities" in first.response["description"]
-    assert second.status == 200
+    assert first.params["parse_mode"] == "HTML" and first.status == 400
+    assert first.response["description"] == ENTITY_ERROR
+    assert "parse_mode" not in second.params and second.status == 200
 
 
 async def test_edit(fake: FakeTelegram, bot: Running) -> None:

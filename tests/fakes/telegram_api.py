@@ -8,14 +8,21 @@ Faithful where a bot can tell the difference: the `{"ok": ..., "result"| "error_
 "description"}` envelope, 401/404 for a wrong token or an unknown method, parameters as
 query string, form-urlencoded (what PTB 22 sends), multipart (PTB with uploads) or JSON
 (nested objects JSON-encoded inside form fields), long polling `getUpdates` with offset
-confirmation and the "terminated by other getUpdates request" conflict, strict HTML
+confirmation and the "terminated by other getUpdates request" conflict, webhooks
+(setWebhook / deleteWebhook / getWebhookInfo with Telegram's URL, port and secret-token
+rules; updates POSTed as JSON with the X-Telegram-Bot-Api-Secret-Token header, retried
+while the answer is not 2xx; getUpdates refused with 409 while a webhook is set), strict HTML
 entity parsing ported from TDLib's parse_html (same error wording and byte offsets),
 text limits counted in UTF-16 code units after entity parsing and trimming, "message is
 not modified", and 429 bodies with `parameters.retry_after` on demand.
 
+Webhook URLs are public HTTPS addresses; `route()` plays the network plus the owner's
+reverse proxy (TLS ends there), mapping such an origin to the bot's plain-HTTP listener.
+
 Known simplifications: Markdown/MarkdownV2 parse modes are accepted but not parsed;
 photos are not recompressed (the largest PhotoSize is the uploaded bytes); there are no
-automatic flood limits (inject them with `fail_next`).
+automatic flood limits (inject them with `fail_next`); a method call in a webhook's
+answer body is ignored; retries come after fractions of a second, not minutes.
 """
 
 from __future__ import annotations
@@ -24,15 +31,19 @@ import asyncio
 import collections
 import contextlib
 import io
+import ipaddress
 import itertools
 import json
 import mimetypes
+import re
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 
 MAX_TEXT = 4096
@@ -54,6 +65,10 @@ UPDATE_TYPES = (
 )
 # Without allowed_updates (or with []) these are not delivered, as documented.
 NOT_BY_DEFAULT = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
+WEBHOOK_PORTS = (80, 88, 443, 8443)
+_SECRET_CHARS = re.compile(r"[A-Za-z0-9_-]*")
+WEBHOOK_ACTIVE = ("Conflict: can't use getUpdates method while webhook is active; use "
+                  "deleteWebhook to delete the webhook first")
 NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup "
     "are exactly the same as a current message and reply markup"
@@ -387,6 +402,38 @@ class _Rule:
     description: str
     retry_after: int | None
     times: int
+    parse_mode: str | None = None
+
+
+@dataclass
+class Webhook:
+    """What setWebhook registered."""
+
+    url: str
+    secret_token: str | None
+    max_connections: int = 40
+    ip_address: str | None = None
+    has_custom_certificate: bool = False
+
+
+@dataclass
+class WebhookPost:
+    """One delivery attempt: status 0 means no HTTP answer (error says why)."""
+
+    update_id: int
+    url: str
+    status: int
+    time: float
+    error: str = ""
+    secret_sent: bool = False
+
+
+class _Described:
+    """A successful result that also carries the server's `description` text."""
+
+    def __init__(self, result: Any, description: str) -> None:
+        self.result = result
+        self.description = description
 
 
 @dataclass
@@ -414,7 +461,17 @@ class FakeTelegram:
         }
         self.calls: list[Call] = []
         self.updates: list[dict[str, Any]] = []
-        self.webhook_url = ""
+        self.webhook: Webhook | None = None
+        self.webhook_posts: list[WebhookPost] = []
+        self.webhook_retry_delay = 0.05  # doubles per failed attempt of an update
+        self.webhook_attempts = 8  # then the update is dropped ("give up")
+        self._routes: dict[str, str] = {}
+        self._last_webhook_error: tuple[int, str] | None = None
+        self._delivering: dict[int, asyncio.Task[None]] = {}
+        self._attempts: dict[int, int] = {}
+        self._retry_at: dict[int, float] = {}
+        self._delivery: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
         self.commands: dict[tuple[str, str], list[dict[str, str]]] = {}
         self._chats: dict[int, dict[str, Any]] = {}
         self._topics: dict[int, set[int]] = collections.defaultdict(set)
@@ -455,14 +512,40 @@ class FakeTelegram:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self._port = self._runner.addresses[0][1]
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                           trust_env=False)
+        self._delivery = asyncio.create_task(self._deliver_webhooks())
 
     async def stop(self) -> None:
-        """Wake any long poll and close the server."""
+        """Wake any long poll, stop webhook deliveries and close the server."""
         self._closing = True
         await self._notify()
+        tasks = [t for t in (self._delivery, *self._delivering.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._delivery = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    @property
+    def webhook_url(self) -> str:
+        """The registered webhook URL, or "" while the bot uses getUpdates."""
+        return self.webhook.url if self.webhook is not None else ""
+
+    def route(self, public_origin: str, local_origin: str) -> None:
+        """Let webhook_url host `public_origin` (https://name[:port]) reach `local_origin`.
+
+        Stands for DNS plus the owner's reverse proxy, which ends TLS and forwards the path
+        unchanged to the bot's plain-HTTP listener (e.g. http://127.0.0.1:8443).
+        """
+        parts = urlsplit(public_origin)
+        self._routes[_origin(parts.scheme, parts.hostname or "", parts.port)] = (
+            local_origin.rstrip("/"))
 
     async def _notify(self) -> None:
         if self._cond is None:
@@ -494,8 +577,13 @@ class FakeTelegram:
     # ------------------------------------------------------------------ fault injection
 
     def fail_next(self, method: str, *, error_code: int = 429, description: str | None = None,
-                  retry_after: int | None = None, times: int = 1) -> None:
-        """Make the next `times` calls of `method` fail (429 carries parameters.retry_after)."""
+                  retry_after: int | None = None, times: int = 1,
+                  parse_mode: str | None = None) -> None:
+        """Make the next `times` calls of `method` fail (429 carries parameters.retry_after).
+
+        With `parse_mode`, only calls sending that parse_mode fail (and count), e.g. a 400
+        "can't parse entities" for HTML while a plain-text retry goes through.
+        """
         if error_code == 429:
             retry_after = 1 if retry_after is None else retry_after
             if retry_after < 1:
@@ -506,7 +594,8 @@ class FakeTelegram:
                         403: "Forbidden: bot was blocked by the user",
                         404: "Not Found", 409: "Conflict"}
             description = defaults.get(error_code, "Internal Server Error")
-        self._fail[method.lower()].append(_Rule(error_code, description, retry_after, times))
+        self._fail[method.lower()].append(_Rule(error_code, description, retry_after, times,
+                                                parse_mode))
 
     # ------------------------------------------------------------------ inspection
 
@@ -836,9 +925,12 @@ class FakeTelegram:
             await self._notify()
             return _reply(ApiError(404, "Not Found").body(), 404)
         try:
-            self._inject(method)
+            self._inject(method, call.params)
             result = await handler(_Params(call.params, call.files))
             body: dict[str, Any] = {"ok": True, "result": result}
+            if isinstance(result, _Described):
+                body = {"ok": True, "result": result.result,
+                        "description": result.description}
             call.status = 200
         except ApiError as e:
             body = e.body()
@@ -847,11 +939,13 @@ class FakeTelegram:
         await self._notify()
         return _reply(body, call.status)
 
-    def _inject(self, method: str) -> None:
+    def _inject(self, method: str, params: dict[str, Any]) -> None:
         rules = self._fail.get(method.lower())
         if not rules:
             return
         rule = rules[0]
+        if rule.parse_mode is not None and params.get("parse_mode") != rule.parse_mode:
+            return
         rule.times -= 1
         if rule.times <= 0:
             rules.popleft()
@@ -1022,33 +1116,90 @@ class FakeTelegram:
     async def _m_close(self, p: _Params) -> bool:
         return True
 
-    async def _m_setwebhook(self, p: _Params) -> bool:
+    async def _m_setwebhook(self, p: _Params) -> _Described:
         url = p.text("url") or ""
-        self.webhook_url = url
-        return True
-
-    async def _m_deletewebhook(self, p: _Params) -> bool:
-        self.webhook_url = ""
+        if not url:
+            return self._remove_webhook(p)
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "https":
+            raise bad("bad webhook: An HTTPS URL must be provided for webhook")
+        try:
+            port = parts.port or 443
+        except ValueError:
+            raise bad("bad webhook: Wrong port number specified in the URL") from None
+        if port not in WEBHOOK_PORTS:
+            raise bad("bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443")
+        host = parts.hostname or ""
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        if ip is not None and not ip.is_global:
+            raise bad(f"bad webhook: IP address {host} is reserved")
+        if ip is None and _origin("https", host, port) not in self._routes:
+            raise bad("bad webhook: Failed to resolve host: Name or service not known")
+        secret = p.text("secret_token") or ""
+        if len(secret) > 256:
+            raise bad("secret token is too long")
+        if not _SECRET_CHARS.fullmatch(secret):
+            raise bad("secret token contains unallowed characters")
+        max_connections = min(max(p.integer("max_connections") or 40, 1), 100)
+        self._set_allowed(p)
         if p.flag("drop_pending_updates"):
             self.updates.clear()
-        return True
+        hook = Webhook(url=url, secret_token=secret or None, max_connections=max_connections,
+                       ip_address=p.text("ip_address"),
+                       has_custom_certificate="certificate" in p.files)
+        same = self.webhook == hook
+        self.webhook = hook
+        self._last_webhook_error = None
+        self._attempts.clear()
+        self._retry_at.clear()
+        await self._notify()  # wakes a long poll (it now fails) and the deliverer
+        return _Described(True, "Webhook is already set" if same else "Webhook was set")
+
+    async def _m_deletewebhook(self, p: _Params) -> _Described:
+        return self._remove_webhook(p)
+
+    def _remove_webhook(self, p: _Params) -> _Described:
+        had = self.webhook is not None
+        self.webhook = None
+        self._attempts.clear()
+        self._retry_at.clear()
+        if p.flag("drop_pending_updates"):
+            self.updates.clear()
+        return _Described(True, "Webhook was deleted" if had else "Webhook is already deleted")
 
     async def _m_getwebhookinfo(self, p: _Params) -> dict[str, Any]:
-        return {"url": self.webhook_url, "has_custom_certificate": False,
-                "pending_update_count": len(self.updates)}
+        info: dict[str, Any] = {"url": self.webhook_url, "has_custom_certificate": False,
+                                "pending_update_count": len(self._deliverable())}
+        hook = self.webhook
+        if hook is not None:
+            info["has_custom_certificate"] = hook.has_custom_certificate
+            info["max_connections"] = hook.max_connections
+            if hook.ip_address:
+                info["ip_address"] = hook.ip_address
+            if self._allowed:
+                info["allowed_updates"] = sorted(self._allowed)
+            if self._last_webhook_error is not None:
+                info["last_error_date"], info["last_error_message"] = self._last_webhook_error
+        return info
 
-    async def _m_getupdates(self, p: _Params) -> list[dict[str, Any]]:
-        if self.webhook_url:
-            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active;"
-                                " use deleteWebhook to delete the webhook first")
-        offset = p.integer("offset")
-        limit = min(max(p.integer("limit") or 100, 1), 100)
-        timeout = max(p.integer("timeout") or 0, 0)
+    def _set_allowed(self, p: _Params) -> None:
+        """allowed_updates: a JSON list; [] means the default set; absent keeps the last."""
         allowed = p.obj("allowed_updates")
         if allowed is not None:
             if not isinstance(allowed, list):
                 raise bad("can't parse allowed updates JSON object")
             self._allowed = {str(a) for a in allowed} or None
+
+    async def _m_getupdates(self, p: _Params) -> list[dict[str, Any]]:
+        if self.webhook is not None:
+            raise ApiError(409, WEBHOOK_ACTIVE)
+        offset = p.integer("offset")
+        limit = min(max(p.integer("limit") or 100, 1), 100)
+        timeout = max(p.integer("timeout") or 0, 0)
+        self._set_allowed(p)
         if offset is not None:
             if offset < 0:
                 self.updates = self.updates[offset:]
@@ -1065,6 +1216,8 @@ class FakeTelegram:
                 if generation != self._poll_generation:
                     raise ApiError(409, "Conflict: terminated by other getUpdates request; "
                                         "make sure that only one bot instance is running")
+                if self.webhook is not None:
+                    raise ApiError(409, WEBHOOK_ACTIVE)
                 ready = self._deliverable()
                 remaining = deadline - loop.time()
                 if ready or remaining <= 0 or self._closing:
@@ -1335,6 +1488,128 @@ class FakeTelegram:
             f.path = f"{f.folder}/file_{next(self._file_counter)}{ext}"
         return {"file_id": f.file_id, "file_unique_id": f.file_unique_id,
                 "file_size": len(f.data), "file_path": f.path}
+
+
+    # ------------------------------------------------------------------ webhook delivery
+
+    async def _deliver_webhooks(self) -> None:
+        """While a webhook is set, POST pending updates to it, oldest first.
+
+        Up to max_connections at once, but one chat's updates one at a time and in order;
+        an update answered with anything but 2xx is retried later (after
+        webhook_retry_delay, doubling) and dropped after webhook_attempts tries.
+        """
+        assert self._cond is not None
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            async with self._cond:
+                while not self._closing:
+                    due, wake = self._due_updates(loop.time())
+                    if due:
+                        break
+                    timeout = None if wake is None else max(wake - loop.time(), 0.001)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._cond.wait(), timeout)
+            hook = self.webhook
+            if self._closing or hook is None:
+                continue
+            for update in due:
+                uid = update["update_id"]
+                self._delivering[uid] = asyncio.create_task(self._post_update(hook, update))
+
+    def _due_updates(self, now: float) -> tuple[list[dict[str, Any]], float | None]:
+        """Updates to POST now, and when one waiting out a retry delay becomes due."""
+        hook = self.webhook
+        if hook is None:
+            return [], None
+        free = hook.max_connections - len(self._delivering)
+        busy: set[Any] = set()
+        out: list[dict[str, Any]] = []
+        wake: float | None = None
+        for update in self._deliverable():
+            if free <= 0:
+                return out, None  # a delivery that finishes wakes the loop
+            chat = _chat_of(update)
+            if chat in busy:
+                continue
+            busy.add(chat)  # later updates of this chat wait for this one
+            uid = update["update_id"]
+            if uid in self._delivering:
+                continue
+            retry_at = self._retry_at.get(uid, 0.0)
+            if retry_at > now:
+                wake = retry_at if wake is None else min(wake, retry_at)
+                continue
+            out.append(update)
+            free -= 1
+        return out, wake
+
+    async def _post_update(self, hook: Webhook, update: dict[str, Any]) -> None:
+        uid = update["update_id"]
+        loop = asyncio.get_running_loop()
+        status, error = 0, ""
+        try:
+            status, error = await self._post(hook, update)
+        finally:
+            self._delivering.pop(uid, None)
+        self.webhook_posts.append(WebhookPost(uid, hook.url, status, time.monotonic(), error,
+                                              hook.secret_token is not None))
+        if 200 <= status < 300:
+            self.updates = [u for u in self.updates if u["update_id"] != uid]
+            self._attempts.pop(uid, None)
+            self._retry_at.pop(uid, None)
+        else:
+            self._last_webhook_error = (int(time.time()), error)
+            attempts = self._attempts[uid] = self._attempts.get(uid, 0) + 1
+            if attempts >= self.webhook_attempts:  # give up on this update
+                self.updates = [u for u in self.updates if u["update_id"] != uid]
+                self._attempts.pop(uid, None)
+                self._retry_at.pop(uid, None)
+            else:
+                self._retry_at[uid] = loop.time() + self.webhook_retry_delay * 2 ** (attempts - 1)
+        await self._notify()
+
+    async def _post(self, hook: Webhook, update: dict[str, Any]) -> tuple[int, str]:
+        """One HTTPS POST as Telegram makes it: (status, error text for WebhookInfo)."""
+        assert self._http is not None
+        parts = urlsplit(hook.url)
+        local = self._routes.get(_origin("https", parts.hostname or "", parts.port or 443))
+        if local is None:
+            return 0, "Failed to resolve host: Name or service not known"
+        target = local + (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"Content-Type": "application/json"}
+        if hook.secret_token is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = hook.secret_token
+        try:
+            async with self._http.post(target, data=json.dumps(update), headers=headers) as r:
+                await r.read()
+                if 200 <= r.status < 300:
+                    return r.status, ""
+                return r.status, f"Wrong response from the webhook: {r.status} {r.reason}"
+        except TimeoutError:
+            return 0, "Read timeout expired"
+        except aiohttp.ClientConnectorError:
+            return 0, "Connection refused"
+        except aiohttp.ClientError as e:
+            return 0, f"Connection error: {type(e).__name__}"
+
+
+def _origin(scheme: str, host: str, port: int | None) -> str:
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host.lower()}:{port or default}"
+
+
+def _chat_of(update: dict[str, Any]) -> Any:
+    """Which chat an update belongs to (its own id when it has none)."""
+    for key, value in update.items():
+        if key != "update_id" and isinstance(value, dict):
+            chat = value.get("chat") or (value.get("message") or {}).get("chat")
+            if isinstance(chat, dict):
+                return chat.get("id")
+            user = value.get("from")
+            if isinstance(user, dict):
+                return ("user", user.get("id"))
+    return ("update", update["update_id"])
 
 
 class _Params:
