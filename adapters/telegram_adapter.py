@@ -1,16 +1,18 @@
-"""Telegram <-> the core: a python-telegram-bot Application (no run_polling) as an Adapter.
+"""Telegram <-> the core: python-telegram-bot's Application and Updater as an Adapter.
 
-Incoming Messages become Inbounds (albums merged into one), replies go out through a
+The Application is started by hand (initialize, Updater, start; not run_polling, which
+would own the event loop) and receives updates by long polling or by webhook. Incoming
+Messages become Inbounds (albums merged into one), replies go out through a
 TelegramReplier bound to the chat, topic and message being answered. The bot token is
 part of every Bot API and file URL, so no URL ever leaves this module and every log line
-from PTB and httpx passes through a filter that masks the token.
+from PTB, httpx and tornado passes through a filter that masks the token and the webhook
+secret.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import ipaddress
 import logging
 import re
@@ -32,12 +34,12 @@ from telegram import (
 )
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
-from telegram.ext import Application, ApplicationBuilder
+from telegram.ext import Application, ApplicationBuilder, TypeHandler
 from telegram.request import HTTPXRequest
 
 from adapters.base import Sink
-from bot.config import Config, ConfigError
-from bot.errors import RateLimited, UserError
+from bot.config import Config
+from bot.errors import RateLimited, StartupError, UserError
 from bot.events import Attachment, AttachmentKind, Author, ChannelKey, Inbound, Quoted
 from bot.replies import Capabilities, ChatAction, OutFile, Replier, Sent
 
@@ -64,17 +66,27 @@ CAPABILITIES = Capabilities(
 _URL_LOGGERS = (
     "httpx", "httpcore", "telegram", "telegram.Bot", "telegram.ext", "telegram.ext.ExtBot",
     "telegram.ext.Application", "telegram.ext.Updater", "telegram.request.HTTPXRequest",
-    "telegram.request.BaseRequest", __name__,
+    "telegram.request", "telegram.request.BaseRequest", "tornado.access", "tornado.application",
+    "tornado.general", __name__,
 )
 _T = TypeVar("_T")
 
 
 class _RedactToken(logging.Filter):
-    """Mask the bot token in any log record passing through the logger it is attached to."""
+    """Mask the bot token (and the webhook secret) in any log record passing through."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, webhook_secret: str = "") -> None:
         super().__init__()
         self.forms = [f for f in {token, quote(token, safe="")} if f]
+        self.masks = [(f, "<token>") for f in self.forms]
+        if webhook_secret:
+            self.masks.append((webhook_secret, "<webhook secret>"))
+
+    def mask(self, text: str) -> str:
+        """The text with every secret form replaced."""
+        for form, mask in self.masks:
+            text = text.replace(form, mask)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Freeze the message with the token masked (args may be mutated after logging)."""
@@ -82,15 +94,14 @@ class _RedactToken(logging.Filter):
             text = record.getMessage()
         except Exception:  # a malformed record: leave it to logging's own error handling
             return True
-        for form in self.forms:
-            text = text.replace(form, "<token>")
+        text = self.mask(text)
         record.msg = text
         record.args = None
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and any(form in str(exc) for form in self.forms):
+        if exc is not None and any(form in str(exc) for form, _ in self.masks):
             record.exc_info = None
             record.exc_text = None
-            record.msg = f"{text} (traceback omitted: it contained the bot token)"
+            record.msg = f"{text} (traceback omitted: it contained a secret)"
         return True
 
 
@@ -368,14 +379,19 @@ def _caption_forms(caption: str) -> tuple[str, str]:
 
 
 POOL_SIZE = 16
+ALLOWED_UPDATES = [Update.MESSAGE]
 
 
 class _BoundedRequest(HTTPXRequest):
-    """HTTPXRequest that never queues more calls than it has connections.
+    """PTB's HTTPXRequest that hands httpx no more calls than it has connections.
 
-    httpcore matches queued requests to connections in O(queued x connections) on every
-    change, which made a burst of 500 answers spend seconds of CPU in the pool; waiting
-    on a semaphore instead costs nothing.
+    A burst of answers otherwise queues inside httpcore 1.x's pool, which re-matches every
+    queued request to every connection on each change (O(queued x connections)). Measured
+    with bench/load.py burst (500 chats, bot under cProfile): a plain HTTPXRequest spent
+    18.4 s of 65.5 s CPU in httpcore's _assign_requests_to_connections (1.65 M is_queued
+    checks), this class 3.4 s of 43.2 s; unprofiled, the shared 2-core machine gave
+    16-22 s against 14-21 s for the whole burst. Waiting on the semaphore costs nothing, so
+    the pool's own timeout (pool_timeout) is never reached.
     """
 
     def __init__(self, *, connection_pool_size: int, **kwargs: Any) -> None:
@@ -383,6 +399,7 @@ class _BoundedRequest(HTTPXRequest):
         self._slots = asyncio.Semaphore(connection_pool_size)
 
     async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        """Wait for a free connection here, then let PTB and httpx send the call."""
         async with self._slots:
             return await super().do_request(*args, **kwargs)
 
@@ -392,7 +409,13 @@ class _BoundedRequest(HTTPXRequest):
 
 
 class TelegramAdapter:
-    """Telegram via long polling (getUpdates) with PTB's Application and Updater."""
+    """Telegram through python-telegram-bot's Application and Updater.
+
+    The Updater receives updates by long polling (getUpdates) or, when
+    `[telegram] webhook_url` is set, by a webhook behind the owner's reverse proxy (PTB's
+    server checks Telegram's secret-token header). The Application hands every Update to
+    one TypeHandler, `_on_update`, which merges albums and submits Inbounds to the sink.
+    """
 
     name = "telegram"
     capabilities = CAPABILITIES
@@ -400,17 +423,24 @@ class TelegramAdapter:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.token = config.secrets.telegram_token
-        self._redact = _RedactToken(self.token)
+        self._redact = _RedactToken(self.token, config.telegram.webhook_secret)
         for name in _URL_LOGGERS:  # before PTB is built: it logs its URLs at DEBUG
             logging.getLogger(name).addFilter(self._redact)
         root = config.secrets.telegram_api_url.rstrip("/")
+        self._api_root = root
         # a loopback API (tests, a local Bot API server) must never go through a proxy
         httpx_kwargs = {"trust_env": False} if _is_loopback(root) else {}
         poll = config.telegram.poll_timeout
-        request = _BoundedRequest(connection_pool_size=POOL_SIZE, read_timeout=30.0,
-                                  media_write_timeout=60.0, httpx_kwargs=httpx_kwargs)
+        request = _BoundedRequest(connection_pool_size=POOL_SIZE, pool_timeout=5.0,
+                                  read_timeout=30.0, media_write_timeout=60.0,
+                                  httpx_kwargs=httpx_kwargs)
         updates_request = HTTPXRequest(connection_pool_size=2, read_timeout=poll + 10.0,
                                        httpx_kwargs=httpx_kwargs)
+        # Our own queue: the Updater puts each update here (polling: before confirming it
+        # with the next getUpdates offset; webhook: before answering Telegram's POST).
+        self.update_queue: asyncio.Queue[object] = asyncio.Queue()
+        self._request = request
+        self._updates_request = updates_request
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder()
             .token(self.token)
@@ -418,11 +448,11 @@ class TelegramAdapter:
             .base_file_url(f"{root}/file/bot")
             .request(request)
             .get_updates_request(updates_request)
+            .update_queue(self.update_queue)
             .job_queue(None)
             .build()
         )
-        self._poller: asyncio.Task[None] | None = None
-        self._request = request
+        self.app.add_handler(TypeHandler(Update, self._on_update))
         self.limiter = SendLimiter()
         self.bot_id: int | None = None
         self.bot_username: str | None = None
@@ -434,71 +464,99 @@ class TelegramAdapter:
         return self._request.saturated()
 
     async def start(self, sink: Sink) -> None:
-        """getMe, setMyCommands, then long polling; returns once updates are flowing."""
+        """getMe, setMyCommands, then the Updater and the Application; returns once live.
+
+        Raises StartupError (one line, no token) when Telegram rejects the token (exit 2),
+        refuses the webhook (exit 2) or cannot be reached (exit 1).
+        """
         self._sink = sink
         try:
-            await self.app.initialize()
+            await self._start(sink)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self, sink: Sink) -> None:
+        try:
+            await self.app.initialize()  # getMe
         except InvalidToken:  # PTB's message quotes the token
-            raise ConfigError("TELEGRAM_BOT_TOKEN was rejected by Telegram") from None
+            raise self._rejected_token() from None
         except TelegramError as e:
-            raise ConnectionError(f"Telegram is unreachable: {self._safe(e)}") from None
+            raise self._unreachable(e) from None
         me = self.app.bot
         self.bot_id = me.id
         self.bot_username = me.username
         await self._register_commands(sink)
+        tg = self.config.telegram
+        updater = self.app.updater
+        assert updater is not None
         try:
-            await self.app.bot.delete_webhook()  # getUpdates is refused while one is set
+            if tg.webhook_url:
+                # sets the webhook, then listens; Telegram keeps what arrives meanwhile
+                await updater.start_webhook(
+                    listen=tg.webhook_listen, port=tg.webhook_port,
+                    url_path=urlsplit(tg.webhook_url).path or "/",
+                    webhook_url=tg.webhook_url, secret_token=tg.webhook_secret,
+                    allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False)
+            else:
+                # deletes any webhook (getUpdates is refused while one is set), then polls
+                await updater.start_polling(
+                    timeout=tg.poll_timeout, allowed_updates=ALLOWED_UPDATES,
+                    drop_pending_updates=False)
+        except InvalidToken:
+            raise self._rejected_token() from None
+        except BadRequest as e:
+            raise StartupError(
+                f"Telegram refused the webhook ({e.message}); check [telegram] webhook_url "
+                "and webhook_secret", exit_code=2) from None
         except TelegramError as e:
-            log.warning("telegram: could not delete the webhook: %s", self._safe(e))
-        self._poller = asyncio.create_task(self._poll(), name="telegram-poll")
-        log.info("telegram: polling as @%s", self.bot_username)
+            raise self._unreachable(e) from None
+        except OSError as e:  # the webhook port is taken, or the address is not ours
+            raise StartupError(
+                f"cannot listen for the Telegram webhook on {tg.webhook_listen}:"
+                f"{tg.webhook_port} ({e.strerror or e}); check [telegram] webhook_listen and "
+                "webhook_port", exit_code=1) from None
+        await self.app.start()
+        if tg.webhook_url:
+            log.info("telegram: @%s receives updates at %s (webhook on %s:%s)",
+                     self.bot_username, tg.webhook_url, tg.webhook_listen, tg.webhook_port)
+        else:
+            log.info("telegram: polling as @%s", self.bot_username)
 
-    async def _poll(self) -> None:
-        """Long polling, handing each message straight to the sink.
+    def _rejected_token(self) -> StartupError:
+        return StartupError(
+            "Telegram rejected TELEGRAM_BOT_TOKEN (copy it again from @BotFather, or issue a "
+            "new one there with /token)", exit_code=2)
 
-        Our own loop rather than PTB's Updater + Application dispatch: those add a queue
-        hop and a task per update, a measurable share of the bot's per-message overhead.
-        """
-        offset: int | None = None
-        backoff = 1.0
-        timeout = self.config.telegram.poll_timeout
-        while True:
-            try:
-                updates = await self.app.bot.get_updates(
-                    offset=offset, timeout=timeout, allowed_updates=[Update.MESSAGE])
-                backoff = 1.0
-            except RetryAfter as e:
-                await asyncio.sleep(_seconds(e))
-                continue
-            except InvalidToken:
-                log.error("telegram: the token was revoked; polling stopped")
-                return
-            except TelegramError as e:  # network trouble, 409 conflict, 5xx
-                log.warning("telegram: polling error: %s; retrying in %.0f s",
-                            self._safe(e), backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            for update in updates:
-                offset = update.update_id + 1
-                await self._on_update(update)
-            # let the handlers just queued get going before the next poll request
-            await asyncio.sleep(0)
+    def _unreachable(self, e: TelegramError) -> StartupError:
+        return StartupError(
+            f"cannot reach the Telegram Bot API at {self._api_root} ({self._safe(e)}); check "
+            "the network, a proxy, or TELEGRAM_API_URL", exit_code=1)
 
     async def stop(self) -> None:
-        """Stop polling, flush nothing further, close the HTTP clients."""
-        for album in self._albums.values():
-            if album.task is not None:
-                album.task.cancel()
-        self._albums.clear()
+        """Stop receiving, hand over the albums still gathering, finish queued updates, close.
+
+        Safe after a failed or partial start, and when called twice.
+        """
         try:
-            if self._poller is not None:
-                self._poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._poller
-                self._poller = None
+            updater = self.app.updater
+            if updater is not None and updater.running:
+                await updater.stop()  # polling: one last getUpdates confirms what we got
+            if self.app.running:
+                await self.app.stop()  # handles the updates already queued
+            for key in list(self._albums):
+                album = self._albums.pop(key)
+                if album.task is not None:
+                    album.task.cancel()
+                if self._sink is not None:
+                    try:
+                        await self._deliver(sorted(album.messages, key=lambda m: m.message_id))
+                    except Exception:
+                        log.exception("telegram: could not deliver an album at shutdown")
             await self.app.shutdown()
         finally:
+            for request in (self._request, self._updates_request):
+                await request.shutdown()  # also after a failed getMe (PTB skips them then)
             for name in _URL_LOGGERS:
                 logging.getLogger(name).removeFilter(self._redact)
 
@@ -514,7 +572,8 @@ class TelegramAdapter:
 
     # ------------------------------------------------------------------ inbound
 
-    async def _on_update(self, update: Update) -> None:
+    async def _on_update(self, update: Update, _context: Any = None) -> None:
+        """The one handler: every Update the Application dispatches comes through here."""
         try:
             msg = update.message
             if msg is None or not self._wanted(msg):
@@ -703,10 +762,7 @@ class TelegramAdapter:
         return bytes(data)
 
     def _safe(self, e: BaseException) -> str:
-        text = f"{type(e).__name__}: {e}"
-        for form in self._redact.forms:
-            text = text.replace(form, "<token>")
-        return text
+        return self._redact.mask(f"{type(e).__name__}: {e}")
 
 
 def _media_of(msg: Message) -> bool:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 
 class ConfigError(Exception):
@@ -121,6 +123,10 @@ class TelegramSection:
 
     poll_timeout: int = 30
     album_wait: float = 0.8
+    webhook_url: str = ""  # empty: long polling
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = 8443
+    webhook_secret: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,3 +306,35 @@ def _validate(config: Config) -> None:
                           "least 512")
     if not config.secrets.telegram_api_url.startswith(("http://", "https://")):
         raise ConfigError("TELEGRAM_API_URL must start with http:// or https://")
+    _validate_webhook(config.telegram)
+
+
+WEBHOOK_PORTS = (443, 80, 88, 8443)  # the only ports Telegram calls (setWebhook docs)
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+def _validate_webhook(tg: TelegramSection) -> None:
+    """Telegram's own setWebhook rules, checked before anything is started."""
+    if not 1 <= tg.webhook_port <= 65535:
+        raise ConfigError("config: telegram.webhook_port must be between 1 and 65535")
+    if not tg.webhook_listen.strip():
+        raise ConfigError("config: telegram.webhook_listen must be an address, e.g. 0.0.0.0")
+    if tg.webhook_secret and not _SECRET_TOKEN.fullmatch(tg.webhook_secret):
+        raise ConfigError("config: telegram.webhook_secret must be 1-256 characters of "
+                          "A-Z a-z 0-9 _ -")
+    if not tg.webhook_url:
+        return
+    parts = urlsplit(tg.webhook_url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError("config: telegram.webhook_url must be an https:// URL (Telegram "
+                          "only calls HTTPS webhooks; your reverse proxy terminates TLS)")
+    if port is not None and port not in WEBHOOK_PORTS:
+        raise ConfigError("config: telegram.webhook_url may only use port 443, 80, 88 or "
+                          "8443 (Telegram's rule); the proxy forwards to webhook_port")
+    if not tg.webhook_secret:
+        raise ConfigError("config: telegram.webhook_secret is required with "
+                          "telegram.webhook_url (1-256 characters of A-Z a-z 0-9 _ -)")

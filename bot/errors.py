@@ -32,3 +32,16 @@ class RateLimited(Exception):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"rate limited for {retry_after}s")
         self.retry_after = retry_after
+
+
+class StartupError(Exception):
+    """The bot cannot start (a platform rejected its token, or is unreachable).
+
+    The message is one line naming the thing and what to do; `python -m bot` prints it and
+    exits with exit_code (2: fix the configuration, 1: try again later).
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code

@@ -14,8 +14,8 @@ import pytest
 
 from adapters.telegram_adapter import SendLimiter, TelegramAdapter
 from bot.commands import CommandSpec, CommandTable, Param
-from bot.config import Config, ConfigError, load_config
-from bot.errors import RateLimited
+from bot.config import Config, load_config
+from bot.errors import RateLimited, StartupError
 from bot.events import Author, ChannelKey, Inbound
 from bot.replies import OutFile, Replier
 from tests.fakes.telegram_api import FakeTelegram, parse_html
@@ -436,16 +436,39 @@ async def test_token_never_logged(fake: FakeTelegram, tmp_path: Path,
     assert not leaks, leaks
 
 
-async def test_rejected_token_is_not_echoed(fake: FakeTelegram) -> None:
+async def test_rejected_token_stops_start_up_with_exit_2(fake: FakeTelegram) -> None:
     wrong = "999:WRONG-secret-token"
     config = load_config(None, env={"OPENAI_API_KEY": "x", "TELEGRAM_BOT_TOKEN": wrong,
                                     "TELEGRAM_API_URL": fake.url})
     adapter = TelegramAdapter(config)
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(StartupError) as info:
         await adapter.start(RecordingSink(config))
-    await adapter.stop()
+    await adapter.stop()  # harmless after a failed start
+    assert info.value.exit_code == 2
+    assert str(info.value).startswith("Telegram rejected TELEGRAM_BOT_TOKEN (")
+    assert "\n" not in str(info.value) and "@BotFather" in str(info.value)
     assert wrong not in str(info.value) and info.value.__cause__ is None
-    assert fake.calls_to("getMe")[0].status == 401
+    assert [c.status for c in fake.calls_to("getMe")] == [401]
+    assert not fake.calls_to("getUpdates")
+
+
+@pytest.mark.parametrize("how", ["closed port", "bad gateway"])
+async def test_unreachable_api_stops_start_up_with_exit_1(fake: FakeTelegram, tmp_path: Path,
+                                                          how: str) -> None:
+    url = fake.url
+    if how == "closed port":
+        await fake.stop()  # nothing listens there any more
+    else:
+        fake.fail_next("getMe", error_code=502, description="Bad Gateway")
+    config = load_config(None, env={"OPENAI_API_KEY": "x", "TELEGRAM_BOT_TOKEN": fake.token,
+                                    "TELEGRAM_API_URL": url})
+    adapter = TelegramAdapter(config)
+    with pytest.raises(StartupError) as info:
+        await adapter.start(RecordingSink(config))
+    assert info.value.exit_code == 1
+    message = str(info.value)
+    assert message.startswith(f"cannot reach the Telegram Bot API at {url} (")
+    assert "TELEGRAM_API_URL" in message and fake.token not in message and "\n" not in message
 
 
 # ---------------------------------------------------------------------------- the fake itself
