@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from typing import Any
 
 from bot.config import Config
@@ -13,6 +14,26 @@ from tests.harness import ALICE, BotReply, Driver, File, SentFile, User
 
 TG_GROUP = -1001234567890
 TG_TOPIC = 17
+# webhook mode: the public URL Telegram posts to, served by "the owner's reverse proxy"
+WEBHOOK_ORIGIN = "https://bot.example.test"
+WEBHOOK_PATH = "/telegram/updates"
+WEBHOOK_SECRET = "parity-suite_webhook-secret-0123456789"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def with_webhook(config_text: str, port: int) -> str:
+    """The test's config.toml text plus the [telegram] webhook keys."""
+    keys = (f'webhook_url = "{WEBHOOK_ORIGIN}{WEBHOOK_PATH}"\nwebhook_listen = "127.0.0.1"\n'
+            f'webhook_port = {port}\nwebhook_secret = "{WEBHOOK_SECRET}"\n')
+    if "[telegram]\n" in config_text:
+        return config_text.replace("[telegram]\n", "[telegram]\n" + keys, 1)
+    return f"{config_text}\n[telegram]\n{keys}"
 
 
 async def start_telegram_fake() -> FakeTelegram:
@@ -30,15 +51,33 @@ async def start_discord_fake() -> FakeDiscord:
 
 
 class TelegramDriver(Driver):
-    """Private chats are the user's id; the group is a forum supergroup with one topic."""
+    """Private chats are the user's id; the group is a forum supergroup with one topic.
+
+    webhook=True: the bot listens on a free loopback port and the fake POSTs updates to
+    WEBHOOK_ORIGIN + WEBHOOK_PATH, routed there (each start picks a new port).
+    """
 
     platform = "telegram"
 
     def __init__(self, openai: FakeOpenAI, db_path: Any, fake: FakeTelegram,
-                 config_text: str = "") -> None:
+                 config_text: str = "", *, webhook: bool = False) -> None:
         super().__init__(openai, db_path, {"TELEGRAM_BOT_TOKEN": fake.token,
                                            "TELEGRAM_API_URL": fake.url}, config_text)
         self.fake = fake
+        self.webhook = webhook
+        self.webhook_port = 0
+
+    def config(self) -> Config:
+        if not self.webhook:
+            return super().config()
+        self.webhook_port = free_port()
+        self.fake.route(WEBHOOK_ORIGIN, f"http://127.0.0.1:{self.webhook_port}")
+        plain = self.config_text
+        self.config_text = with_webhook(plain, self.webhook_port)
+        try:
+            return super().config()
+        finally:
+            self.config_text = plain
 
     def make_adapter(self, config: Config) -> Any:
         from adapters.telegram_adapter import TelegramAdapter

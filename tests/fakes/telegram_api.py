@@ -463,7 +463,8 @@ class FakeTelegram:
         self.updates: list[dict[str, Any]] = []
         self.webhook: Webhook | None = None
         self.webhook_posts: list[WebhookPost] = []
-        self.webhook_retry_delay = 0.05  # doubles per failed attempt of an update
+        self.webhook_retry_delay = 0.05  # doubles per failed attempt of an update...
+        self.webhook_max_retry_delay = 1.0  # ...up to this
         self.webhook_attempts = 8  # then the update is dropped ("give up")
         self._routes: dict[str, str] = {}
         self._last_webhook_error: tuple[int, str] | None = None
@@ -1497,7 +1498,8 @@ class FakeTelegram:
 
         Up to max_connections at once, but one chat's updates one at a time and in order;
         an update answered with anything but 2xx is retried later (after
-        webhook_retry_delay, doubling) and dropped after webhook_attempts tries.
+        webhook_retry_delay, doubling up to webhook_max_retry_delay) and dropped after
+        webhook_attempts tries.
         """
         assert self._cond is not None
         loop = asyncio.get_running_loop()
@@ -1566,7 +1568,9 @@ class FakeTelegram:
                 self._attempts.pop(uid, None)
                 self._retry_at.pop(uid, None)
             else:
-                self._retry_at[uid] = loop.time() + self.webhook_retry_delay * 2 ** (attempts - 1)
+                delay = min(self.webhook_retry_delay * 2 ** (attempts - 1),
+                            self.webhook_max_retry_delay)
+                self._retry_at[uid] = loop.time() + delay
         await self._notify()
 
     async def _post(self, hook: Webhook, update: dict[str, Any]) -> tuple[int, str]:
