@@ -7,6 +7,7 @@ the X-Telegram-Bot-Api-Secret-Token header, and retries while the answer is not 
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -139,6 +140,20 @@ async def test_polling_after_a_webhook_deletes_it(openai_fake: FakeOpenAI, tmp_p
         assert [c.status for c in fake.calls_to("getUpdates")][:2] == [409, 200]
     finally:
         await driver.stop()
+
+
+async def test_secrets_never_logged(openai_fake: FakeOpenAI, tmp_path: Path,
+                                    fake: FakeTelegram,
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    driver = TelegramDriver(openai_fake, tmp_path / "bot.sqlite3", fake, webhook=True)
+    await driver.start()
+    try:
+        assert await driver.ask("hi") == "echo: hi"
+    finally:
+        await driver.stop()
+    assert "<webhook secret>" in caplog.text  # PTB logs setWebhook's parameters: masked
+    assert WEBHOOK_SECRET not in caplog.text and fake.token not in caplog.text
 
 
 # ---------------------------------------------------------------------------- start-up
