@@ -389,9 +389,10 @@ class _BoundedRequest(HTTPXRequest):
     queued request to every connection on each change (O(queued x connections)). Measured
     with bench/load.py burst (500 chats, bot under cProfile): a plain HTTPXRequest spent
     18.4 s of 65.5 s CPU in httpcore's _assign_requests_to_connections (1.65 M is_queued
-    checks), this class 3.4 s of 43.2 s; unprofiled, the shared 2-core machine gave
-    16-22 s against 14-21 s for the whole burst. Waiting on the semaphore costs nothing, so
-    the pool's own timeout (pool_timeout) is never reached.
+    checks), this class 3.4 s of 43.2 s. Unprofiled, on a shared and loaded 2-core
+    machine, the bot used 4.5-5.0 s of CPU for the burst without it, 3.3-4.8 s with it.
+    Waiting on the semaphore costs nothing, so the pool's own timeout (pool_timeout) is
+    never reached.
     """
 
     def __init__(self, *, connection_pool_size: int, **kwargs: Any) -> None:
