@@ -66,8 +66,13 @@ _AUDIO_EXT = {".ogg", ".oga", ".opus", ".mp3", ".wav", ".m4a", ".flac", ".webm",
               ".mpeg", ".mpga", ".aac"}
 _ATTACH_KINDS: dict[str, AttachmentKind | None] = {
     "/image": "image", "/voice": "voice", "/audio": "audio", "/file": None}
-# `/voice on|off|auto` is the voice-reply setting, not a file
-_VOICE_SETTINGS = {"on", "off", "auto"}
+
+
+def _looks_like_path(word: str) -> bool:
+    """`/voice WORD` attaches a file only when WORD names one (an existing file, a path
+    with a separator, or an audio file name); otherwise it is the voice-reply setting."""
+    p = Path(word).expanduser()
+    return p.is_file() or "/" in word or "\\" in word or p.suffix.lower() in _AUDIO_EXT
 
 
 def attachment_from_path(path: str) -> Attachment:
@@ -507,8 +512,8 @@ def _attachment_line(text: str) -> tuple[Attachment, str] | CommandCall | None:
     if not parts or parts[0].lower() not in _ATTACH_KINDS:
         return None
     verb = parts[0].lower()
-    if verb == "/voice" and (len(parts) < 2 or parts[1].lower() in _VOICE_SETTINGS):
-        return None  # the voice-reply setting
+    if verb == "/voice" and (len(parts) < 2 or not _looks_like_path(parts[1])):
+        return None  # the voice-reply setting (`/voice off`, `/voice nova`, `/voice speed 2`)
     name = verb[1:]
     if len(parts) < 2:
         usage = f"Usage: {verb} PATH" + (" [question]" if verb in ("/image", "/file") else "")
