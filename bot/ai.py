@@ -13,14 +13,16 @@ import contextlib
 import itertools
 import logging
 import re
+import ssl
 import threading
 import warnings
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import openai
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncOpenAI, AsyncStream, DefaultAsyncHttpx2Client
 
 from bot.config import Config
 from bot.errors import ModelError, Unsupported
@@ -28,8 +30,6 @@ from bot.media import sniff_mime
 from bot.probe import ServerInfo, is_openai_url, openai_vision, openai_window, probe_server
 
 log = logging.getLogger(__name__)
-
-CLIENT_SHARDS = 8
 
 # Models that reject max_tokens and want max_completion_tokens (reasoning families).
 _COMPLETION_TOKENS_PREFIXES = ("gpt-5", "gpt-6", "o1", "o3", "o4")
@@ -238,7 +238,6 @@ class ChatStream:
     refusal: str = ""
     text: str = ""
     chunks: int = 0  # events received: none at all is a failed request (llama.cpp)
-    _source: Any = field(default=None, repr=False)
 
     def __aiter__(self) -> AsyncIterator[str]:
         assert self._iter is not None
@@ -421,10 +420,14 @@ class AI(MediaAI):
         self.config = config
         self.models = config.models
         self.tokenizer = tokenizer or Tokenizer()
-        # Several clients, used in turn: httpcore matches each request to a connection by
-        # scanning the whole pool, so one pool of 500 busy connections costs O(n^2) CPU in
-        # a burst; eight pools of ~60 cost an eighth of that.
-        self._clients = [self._new_client(config) for _ in range(CLIENT_SHARDS)]
+        # [openai] connection_pools clients (one pool each), chat streams spread over them in
+        # turn: each pool's bookkeeping looks at every one of its connections on every
+        # request start and end, so one pool of 500 streams costs O(n^2) CPU in a burst
+        # (measured: docs/design-changes.md). They share one TLS context (~30 ms, ~0.8 MB
+        # each otherwise); everything but chat streams uses the first.
+        tls = httpx2.create_ssl_context()
+        pools = config.openai.connection_pools
+        self._clients = [self._new_client(config, tls) for _ in range(pools)]
         self._next_client = itertools.cycle(self._clients)
         self.client = self._clients[0]
         # per model: the length field the server turned out to want (auto mode)
@@ -438,13 +441,14 @@ class AI(MediaAI):
         self._probed_at = 0.0
 
     @staticmethod
-    def _new_client(config: Config) -> AsyncOpenAI:
+    def _new_client(config: Config, tls: ssl.SSLContext) -> AsyncOpenAI:
         return AsyncOpenAI(
             api_key=config.secrets.openai_api_key or "not-needed",
             base_url=config.secrets.openai_base_url or None,
             organization=config.openai.organization or None,
             timeout=config.openai.timeout,
             max_retries=config.openai.max_retries,
+            http_client=DefaultAsyncHttpx2Client(verify=tls),
         )
 
     async def close(self) -> None:
