@@ -617,8 +617,10 @@ class AI(MediaAI):
 
     async def _post_stream(self, path: str, body: dict[str, Any]) -> AsyncStream[object]:
         """A streamed request through the SDK's generic post (retries, errors, auth), with
-        chunks left as dicts: the typed path re-validates every request parameter and
-        builds a pydantic model per chunk, which cost more than the rest of the bot."""
+        chunks left as dicts: the typed `chat.completions.create` builds a pydantic model
+        per chunk. Client CPU per answer, measured with bench/chat_stream.py (3 runs on a
+        shared 2-core machine): a 3-token answer 2.5-3.3 ms here vs 4.7-5.6 ms typed; a
+        200-token answer 9-15 ms vs 39-62 ms."""
         client = next(self._next_client)
         return await client.post(path, body=body, cast_to=object, stream=True,
                                  stream_cls=AsyncStream[object])
