@@ -24,6 +24,7 @@ import httpx2
 import openai
 from openai import AsyncOpenAI, AsyncStream, DefaultAsyncHttpx2Client
 
+from bot.ai_images import request_fields
 from bot.config import Config
 from bot.errors import ModelError, Unsupported
 from bot.media import sniff_mime
@@ -275,7 +276,7 @@ class MediaAI:
         n: int = 1,
     ) -> ImageResult:
         """Images API generations."""
-        kwargs = _image_options(model, prompt=prompt, n=n, size=size, quality=quality)
+        kwargs = request_fields(model, prompt=prompt, n=n, size=size, quality=quality)
         try:
             resp = await self.client.images.generate(**kwargs)
         except openai.OpenAIError as e:
@@ -288,8 +289,8 @@ class MediaAI:
         n: int = 1,
     ) -> ImageResult:
         """Images API edits (several input images for GPT-image models, one for dall-e-2)."""
-        kwargs = _image_options(model, prompt=prompt, n=n, size=size, quality=quality,
-                                image=images if len(images) > 1 else images[0])
+        kwargs = request_fields(model, prompt=prompt, n=n, size=size, quality=quality,
+                               image=images if len(images) > 1 else images[0])
         if mask is not None:
             kwargs["mask"] = mask
         try:
@@ -362,20 +363,6 @@ class MediaAI:
         except openai.OpenAIError as e:
             raise map_error(e, model=model, what="text-to-speech") from e
         return bytes(resp.content)
-
-
-def _image_options(model: str, *, size: str | None, quality: str | None,
-                   **fields: Any) -> dict[str, Any]:
-    """Request fields common to generations and edits; dall-e models are asked for base64
-    (they default to URLs), GPT-image models always return base64 and reject the field."""
-    kwargs: dict[str, Any] = {"model": model, **fields}
-    if size:
-        kwargs["size"] = size
-    if quality:
-        kwargs["quality"] = quality
-    if model.startswith("dall-e"):
-        kwargs["response_format"] = "b64_json"
-    return kwargs
 
 
 async def _image_result(resp: Any) -> ImageResult:
