@@ -1,12 +1,12 @@
 """Making images: /draw, /edit and /variation through the Images API.
 
-Here: reading what the user asked for and answering. Which options each model takes is
+Here: reading what the user asked for, and answering. Which options each model takes is
 bot/ai_images.py's business, checked before any request. While the API works the chat
 shows `upload_photo` and a placeholder message; the photos then arrive as one album /
-one message and the placeholder becomes a one-line summary, or (through the router's
-error policy, like every other reply) the error. Results are
-kept in the channel history (an assistant turn "[image generated for: …]" with the
-picture attached) so "/edit make it bluer" and replies to the picture work on them.
+one message and the placeholder becomes a one-line summary, or (the router's error
+policy, as for every reply) the error. Results are kept in the channel history (an
+assistant turn "[image generated for: …]" with the picture attached) so "/edit make it
+bluer" and replies to the picture work on them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from bot.config import ImagesSection
 from bot.context import Context
 from bot.errors import UserError
 from bot.events import Attachment
-from bot.media import prepare_image_async, read_image
+from bot.media import NOT_AN_IMAGE, prepare_image_async, read_image
 from bot.replies import OutFile, Sent
 from bot.store import UsageRow
 from handlers.chat import user_content
@@ -51,7 +51,6 @@ NO_PROMPT = "Tell me what to draw, e.g. `/draw a red fox in the snow 1536x1024 h
 NO_EDIT_PROMPT = "Tell me what to change, e.g. `/edit make the sky purple` with an image."
 NO_IMAGE = ("Attach an image (or reply to one) with `{cmd}`; without one I use the last image "
             "in this chat, and there is none yet.")
-NOT_IMAGE = "That file is not an image. Send a photo or an image file (PNG, JPEG, WebP)."
 TOO_MANY = "Send one image, plus optionally a mask (a second image), with /edit."
 VARIATION_PROMPT = ("Make a variation of this image: keep its subject, composition and style, "
                     "and vary the details.")
@@ -240,7 +239,7 @@ async def _sources(ctx: Context, cmd: str, *, with_mask: bool) -> list[_Source]:
     if attached:
         images = [a for a in attached if a.kind == "image"]
         if not images:
-            raise UserError(NOT_IMAGE)
+            raise UserError(NOT_AN_IMAGE)
         if len(images) > (2 if with_mask else 1):
             raise UserError(TOO_MANY if with_mask else
                             f"Send one image with {cmd}.")
@@ -255,7 +254,7 @@ async def _sources(ctx: Context, cmd: str, *, with_mask: bool) -> list[_Source]:
         if images:
             return [images[0]]
         if quoted.attachments:
-            raise UserError(NOT_IMAGE)
+            raise UserError(NOT_AN_IMAGE)
     last = await ctx.store.last_images(ctx.channel, 1)
     if last:
         return [last[0].data]

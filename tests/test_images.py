@@ -384,7 +384,7 @@ async def test_edit_not_an_image(chat: Driver) -> None:
     junk = File(b"%PDF-1.4 not an image", filename="doc.pdf", mime="application/pdf",
                 kind="document")
     replies = await run(chat, "/edit add a hat", files=[junk])
-    assert "not an image" in texts(replies)
+    assert "can't read that file as an image" in texts(replies)
     assert chat.openai.requests_to(EDITS) == []
 
 
