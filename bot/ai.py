@@ -408,10 +408,10 @@ class AI(MediaAI):
         self.models = config.models
         self.tokenizer = tokenizer or Tokenizer()
         # [openai] connection_pools clients (one pool each), chat streams spread over them in
-        # turn: each pool's bookkeeping looks at every one of its connections on every
-        # request start and end, so one pool of 500 streams costs O(n^2) CPU in a burst
-        # (measured: docs/design-changes.md). They share one TLS context (~30 ms, ~0.8 MB
-        # each otherwise); everything but chat streams uses the first.
+        # turn: each pool's bookkeeping visits every one of its connections on every request
+        # start and end, so one pool costs O(n^2) CPU over a burst of n streams (measured:
+        # the 500-chat burst needed ~1.4x the bot CPU with one client as with 8). They share
+        # one TLS context (~30 ms, ~0.8 MB each otherwise); other calls use the first.
         tls = httpx2.create_ssl_context()
         pools = config.openai.connection_pools
         self._clients = [self._new_client(config, tls) for _ in range(pools)]
