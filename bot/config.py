@@ -39,6 +39,7 @@ class OpenAISection:
     max_retries: int = 2
     organization: str = ""
     length_param: str = "auto"
+    connection_pools: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +300,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("config: voice.speed must be between 0.25 and 4.0")
     if config.voice.voice not in config.voice.voices:
         raise ConfigError("config: voice.voice must be one of voice.voices")
+    if not 1 <= config.openai.connection_pools <= 64:
+        raise ConfigError("config: openai.connection_pools must be between 1 and 64")
     if config.chat.history_tokens < 100:
         raise ConfigError("config: chat.history_tokens must be at least 100")
     if 0 < config.chat.context_window < 512:

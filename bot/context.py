@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.config import Config
 from bot.events import Inbound
-from bot.replies import Replier
+from bot.replies import Replier, Sent
 
 if TYPE_CHECKING:
     from bot.ai import AI
@@ -25,6 +25,8 @@ class Context:
     store: Store
     ai: AI
     commands: CommandTable
+    # a progress message the handler posted ("🎨 Drawing…"): an error reply replaces it
+    placeholder: Sent | None = None
 
     @property
     def channel(self) -> str:

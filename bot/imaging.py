@@ -4,29 +4,27 @@ The edit and variation endpoints are picky: PNG with an alpha channel, a mask ex
 image's size whose fully transparent pixels mark the area to repaint, and for dall-e-2 a
 square under 4 MB. Everything a user can send (JPEG photos, WebP, GIF, CMYK, 16-bit,
 EXIF-rotated, palette images with transparency) is turned into that here, or refused
-with a sentence saying why. Nothing here does I/O; callers run these in a thread.
+with a sentence saying why (decoding, and its refusals, are bot/media.py's
+`decode_image`, shared with the vision path). Nothing here does I/O; callers run these in
+a thread.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bot.errors import UserError
+from bot.media import FORMATS, MB, decode_image
 
-MB = 1024 * 1024
 DALLE2_LIMIT = 4 * MB  # the API wants strictly less than this
 DALLE2_SIDES = (1024, 768, 512, 256)
 EDIT_MAX_SIDE = 1536  # GPT-image models work at up to 1536 px; more only costs upload time
-MAX_PIXELS = 100_000_000  # refuse decompression bombs before decoding them
 # a mask of another size is scaled when its aspect ratio is this close to the image's
 MASK_ASPECT_TOLERANCE = 0.02
-
-NOT_AN_IMAGE = "That file is not an image I can read (PNG, JPEG, WebP or GIF work)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +45,17 @@ def open_image(data: bytes, *, max_side: int | None = None,
     12-megapixel photos) that still leaves the long side >= `max_side`, or the short side
     >= `min_short`.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > MAX_PIXELS:
-                raise UserError(f"That image has too many pixels ({img.width}x{img.height}).")
-            if img.format == "JPEG" and (max_side or min_short):
-                scale = (min_short / min(img.size) if min_short else
-                         (max_side or 1) / max(img.size))
-                if scale < 1:
-                    img.draft("RGB", (math.ceil(img.width * scale),
-                                      math.ceil(img.height * scale)))
-            img.seek(0)  # animated GIF/WebP/PNG: the first frame
-            img.load()
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise UserError("That image has too many pixels.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise UserError(NOT_AN_IMAGE) from None
+
+    def needed(width: int, height: int) -> tuple[int, int]:
+        if min_short:
+            scale = min_short / min(width, height)
+        elif max_side:
+            scale = max_side / max(width, height)
+        else:
+            return width, height
+        return math.ceil(width * min(scale, 1)), math.ceil(height * min(scale, 1))
+
+    img, _ = decode_image(data, needed)
     upright = ImageOps.exif_transpose(img)
     return upright if upright is not None else img
 
@@ -210,7 +201,7 @@ def prepare_variation(image: bytes) -> bytes:
 def image_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from the header only; None when unreadable."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
             return img.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None

@@ -6,9 +6,11 @@ CMYK, 16-bit, palette or transparent images, animated GIF/WebP) leaves as an 8-b
 (or grayscale) JPEG, or a PNG for lossless sources, with all metadata stripped, ready to
 go to the model as a base64 data URL.
 
-JPEGs are decoded with libjpeg's DCT scaling (`draft`), so a 12-megapixel photo is never
-fully decoded; work runs on a small dedicated thread pool, which bounds how many images
-are being decoded at once (and so peak memory) however many arrive together.
+`decode_image` is the one decoder for every image a user sends (here for the vision model,
+in bot/imaging.py for the Images API): one list of formats, one pixel cap, one set of
+refusal texts. JPEGs are decoded with libjpeg's DCT scaling (`draft`), so a 12-megapixel
+photo is never fully decoded; work runs on a small dedicated thread pool, which bounds how
+many images are being decoded at once (and so peak memory) however many arrive together.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import io
 import logging
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image, UnidentifiedImageError
 
 from bot.errors import UserError
+from bot.events import Attachment
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +39,10 @@ HIGH_LONG = 2000
 JPEG_QUALITY = 85
 # a PNG larger than this after downscaling is re-encoded as JPEG (photos saved as PNG)
 PNG_LIMIT = 1024 * 1024
-# decoded pixels we accept; JPEGs are decoded at 1/2..1/8 scale, so they may be larger
+MB = 1024 * 1024
+# the most pixels we decode (60 MP RGBA is 240 MB); JPEGs are decoded at 1/2..1/8 scale when
+# less is needed, so larger photos still open (up to Pillow's own bomb limit, ~179 MP)
 MAX_PIXELS = 60_000_000
-MAX_PIXELS_JPEG = 150_000_000
 PREP_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _LOSSLESS = {"PNG", "GIF", "BMP", "TIFF"}
 # formats we decode; never EPS/PS (Ghostscript) or other exotic plugins on user input
@@ -48,6 +53,8 @@ FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 NOT_AN_IMAGE = ("I can't read that file as an image. Send a JPEG, PNG, GIF or WebP "
                 "picture.")
 DAMAGED = "That image seems to be damaged or incomplete, so I couldn't open it."
+TOO_MANY_PIXELS = ("That image has too many pixels for me to open. Send a smaller copy (up to "
+                   f"{MAX_PIXELS // 1_000_000} megapixels).")
 
 # EXIF orientation -> the transpose that shows the image upright
 _ORIENT = {
@@ -150,33 +157,70 @@ def sniff_mime(data: bytes) -> str | None:
     return None
 
 
-def prepare_image(data: bytes, detail: str = "auto") -> PreparedImage:
-    """Decode any image Pillow reads and return the downscaled copy for the model.
+async def read_image(attachment: Attachment, limit_mb: int) -> bytes:
+    """Download an image within `limit_mb` ([vision] max_image_mb) and the platform's own
+    limit; Attachment.read is the one size check (declared size, then the bytes)."""
+    limit = min(attachment.max_size, limit_mb * MB)
+    return await replace(attachment, max_size=limit).read()
 
-    Raises UserError with a short explanation for non-images, damaged files and images
-    with more pixels than we are willing to decode.
+
+def decode_image(
+    data: bytes, needed: Callable[[int, int], tuple[int, int]] | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """The first frame of any image we accept, decoded in its stored orientation, and its
+    full size.
+
+    `needed(width, height)` is the smallest size the caller will use; JPEGs are then decoded
+    at a reduced scale that is still at least that large. Raises UserError with the reason
+    for non-images, damaged files and images with more than MAX_PIXELS to decode.
     """
-    if detail not in DETAILS:
-        raise ValueError(f"detail must be one of {DETAILS}")
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
         # a known signature that Pillow cannot parse is a broken image, not another format
         raise UserError(DAMAGED if sniff_mime(data) else NOT_AN_IMAGE) from None
     except Image.DecompressionBombError:
-        raise UserError(_too_many_pixels(None)) from None
-    except (OSError, SyntaxError, ValueError) as e:
+        raise UserError(TOO_MANY_PIXELS) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         log.info("image open failed: %s", type(e).__name__)
         raise UserError(DAMAGED) from None
+    full = img.size
+    try:
+        if needed is not None and img.format in ("JPEG", "MPO"):
+            img.draft(None, needed(*img.size))  # libjpeg scales by 1/2, 1/4 or 1/8
+        if img.width * img.height > MAX_PIXELS:
+            raise UserError(TOO_MANY_PIXELS)
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)  # animated GIF/WebP/APNG: the first frame
+        img.load()
+    except UserError:
+        img.close()
+        raise
+    except Image.DecompressionBombError:
+        img.close()
+        raise UserError(TOO_MANY_PIXELS) from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        log.info("image decode failed (%s): %s", img.format, type(e).__name__)
+        img.close()
+        raise UserError(DAMAGED) from None
+    return img, full
+
+
+def prepare_image(data: bytes, detail: str = "auto") -> PreparedImage:
+    """Decode any image we accept and return the downscaled copy for the model.
+
+    Raises UserError with a short explanation for non-images, damaged files and images
+    with more pixels than we are willing to decode.
+    """
+    if detail not in DETAILS:
+        raise ValueError(f"detail must be one of {DETAILS}")
+    # the target is the same whether the image is stored rotated or not (only swapped)
+    img, full = decode_image(data, lambda w, h: target_size(w, h, detail))
     with img:
         try:
-            return _prepare(img, detail)
-        except UserError:
-            raise
-        except Image.DecompressionBombError:
-            raise UserError(_too_many_pixels(None)) from None
+            return _prepare(img, full, detail)
         except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-            log.info("image decode failed (%s): %s", img.format, type(e).__name__)
+            log.info("image conversion failed (%s): %s", img.format, type(e).__name__)
             raise UserError(DAMAGED) from None
 
 
@@ -184,13 +228,6 @@ async def prepare_image_async(data: bytes, detail: str = "auto") -> PreparedImag
     """prepare_image on the bounded image thread pool (keeps the event loop free)."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_pool, prepare_image, data, detail)
-
-
-def _too_many_pixels(pixels: int | None) -> str:
-    if pixels is None:
-        return "That image has too many pixels for me to open."
-    return (f"That image is too large ({pixels / 1e6:.0f} megapixels; the limit is "
-            f"{MAX_PIXELS / 1e6:.0f}).")
 
 
 def _orientation(img: Image.Image) -> int:
@@ -201,24 +238,17 @@ def _orientation(img: Image.Image) -> int:
     return value if isinstance(value, int) and value in _ORIENT else 1
 
 
-def _prepare(img: Image.Image, detail: str) -> PreparedImage:
+def _prepare(img: Image.Image, full: tuple[int, int], detail: str) -> PreparedImage:
+    """A decoded image (of `full` size before DCT scaling) -> upright, 8-bit, downscaled
+    for `detail`, encoded."""
     fmt = img.format or ""
-    width, height = img.size
-    limit = MAX_PIXELS_JPEG if fmt in ("JPEG", "MPO") else MAX_PIXELS
-    if width * height > limit:
-        raise UserError(_too_many_pixels(width * height))
     orientation = _orientation(img)
     swapped = orientation in (5, 6, 7, 8)
+    width, height = full
     upright = (height, width) if swapped else (width, height)
     tw, th = target_size(*upright, detail)
     # target in the stored orientation (resize first, rotate the small result)
     sw, sh = (th, tw) if swapped else (tw, th)
-    if fmt in ("JPEG", "MPO"):
-        # libjpeg scales by 1/2, 1/4 or 1/8 while decoding, never below the target
-        img.draft(None, (sw, sh))
-    if getattr(img, "n_frames", 1) > 1:
-        img.seek(0)  # animated GIF/WebP/APNG: the first frame
-    img.load()
     work, had_alpha = _normalize(img)
     if work.size != (sw, sh):
         work = work.resize((sw, sh), Image.Resampling.BICUBIC, reducing_gap=2.0)

@@ -134,12 +134,12 @@ class Router:
             await self._dispatch(ctx)
         except UserError as e:
             log.info("user error in %s: %s", inbound.channel, e.message)
-            await self._say(replier, e.message)
+            await self._say(ctx, e.message)
         except Exception:
             error_id = secrets.token_hex(4)
             log.exception("error %s handling message %s in %s", error_id, inbound.id,
                           inbound.channel)
-            await self._say(replier, INTERNAL_ERROR.format(id=error_id))
+            await self._say(ctx, INTERNAL_ERROR.format(id=error_id))
 
     async def _dispatch(self, ctx: Context) -> None:
         inbound = ctx.inbound
@@ -168,11 +168,18 @@ class Router:
         self._refused[who] = None
         if len(self._refused) > 10_000:
             self._refused.popitem(last=False)
-        await self._say(ctx.reply, NOT_ALLOWED)
+        await self._say(ctx, NOT_ALLOWED)
 
     @staticmethod
-    async def _say(replier: Replier, text: str) -> None:
+    async def _say(ctx: Context, text: str) -> None:
+        """Reply, or turn the handler's placeholder into the reply (a new one if it can't)."""
+        if ctx.placeholder is not None:
+            try:
+                await ctx.reply.edit(ctx.placeholder, text)
+                return
+            except Exception:
+                log.exception("could not edit the placeholder in %s", ctx.channel)
         try:
-            await replier.reply_long(text)
+            await ctx.reply.reply_long(text)
         except Exception:
             log.exception("could not deliver a reply")

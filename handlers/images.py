@@ -1,11 +1,12 @@
 """Making images: /draw, /edit and /variation through the Images API.
 
-Options are checked per model family before any request (GPT-image, dall-e-3, dall-e-2;
-other names on compatible servers are passed through). While the API works the chat
+Here: reading what the user asked for, and answering. Which options each model takes is
+bot/ai_images.py's business, checked before any request. While the API works the chat
 shows `upload_photo` and a placeholder message; the photos then arrive as one album /
-one message and the placeholder becomes a one-line summary, or the error. Results are
-kept in the channel history (an assistant turn "[image generated for: …]" with the
-picture attached) so "/edit make it bluer" and replies to the picture work on them.
+one message and the placeholder becomes a one-line summary, or (the router's error
+policy, as for every reply) the error. Results are kept in the channel history (an
+assistant turn "[image generated for: …]" with the picture attached) so "/edit make it
+bluer" and replies to the picture work on them.
 """
 
 from __future__ import annotations
@@ -13,36 +14,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bot import imaging
 from bot.ai import ImageResult
+from bot.ai_images import (
+    ALL_QUALITIES,
+    ALL_SIZES,
+    MAX_API_COUNT,
+    SHAPES,
+    SIZE_RE,
+    check_count,
+    check_edits,
+    check_quality,
+    check_size,
+    family_of,
+)
 from bot.commands import Param, command
 from bot.config import ImagesSection
 from bot.context import Context
 from bot.errors import UserError
 from bot.events import Attachment
-from bot.media import prepare_image_async
+from bot.media import NOT_AN_IMAGE, prepare_image_async, read_image
 from bot.replies import OutFile, Sent
-from bot.router import INTERNAL_ERROR
 from bot.store import UsageRow
 from handlers.chat import user_content
 
 log = logging.getLogger(__name__)
-
-GPT_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
-DALLE3_SIZES = ("1024x1024", "1792x1024", "1024x1792")
-DALLE2_SIZES = ("256x256", "512x512", "1024x1024")
-GPT_QUALITIES = ("low", "medium", "high", "auto")
-DALLE3_QUALITIES = ("standard", "hd")
-ALL_SIZES = ("1024x1024", "1536x1024", "1024x1536", "1792x1024", "1024x1792", "512x512",
-             "256x256", "auto")
-ALL_QUALITIES = ("low", "medium", "high", "auto", "standard", "hd")
-SHAPES = ("square", "landscape", "portrait")
-MAX_API_COUNT = 10
 
 DRAWING = "🎨 Drawing…"
 EDITING = "🎨 Editing the image…"
@@ -51,41 +51,10 @@ NO_PROMPT = "Tell me what to draw, e.g. `/draw a red fox in the snow 1536x1024 h
 NO_EDIT_PROMPT = "Tell me what to change, e.g. `/edit make the sky purple` with an image."
 NO_IMAGE = ("Attach an image (or reply to one) with `{cmd}`; without one I use the last image "
             "in this chat, and there is none yet.")
-NOT_IMAGE = "That file is not an image. Send a photo or an image file (PNG, JPEG, WebP)."
 TOO_MANY = "Send one image, plus optionally a mask (a second image), with /edit."
 VARIATION_PROMPT = ("Make a variation of this image: keep its subject, composition and style, "
                     "and vary the details.")
 PROMPT_LIMIT = 4000
-
-
-@dataclass(frozen=True, slots=True)
-class Family:
-    """What an image model accepts: sizes, qualities, count, which endpoints."""
-
-    name: str
-    sizes: tuple[str, ...]
-    qualities: tuple[str, ...]
-    max_count: int
-    edits: bool
-    variations: bool
-    square_inputs: bool = False
-    flexible_sizes: bool = False
-    shapes: tuple[str, str, str] = ("1024x1024", "1536x1024", "1024x1536")
-
-
-def family_of(model: str) -> Family:
-    """The option rules of a configured image model (unknown names are not second-guessed)."""
-    name = model.lower()
-    if name.startswith(("gpt-image", "chatgpt-image")):
-        return Family("gpt-image", GPT_SIZES, GPT_QUALITIES, 4, edits=True, variations=False,
-                      flexible_sizes=name.startswith("gpt-image-2"))
-    if name.startswith("dall-e-3"):
-        return Family("dall-e-3", DALLE3_SIZES, DALLE3_QUALITIES, 1, edits=False,
-                      variations=False, shapes=("1024x1024", "1792x1024", "1024x1792"))
-    if name.startswith("dall-e-2"):
-        return Family("dall-e-2", DALLE2_SIZES, ("standard",), 10, edits=True, variations=True,
-                      square_inputs=True, shapes=("1024x1024", "", ""))
-    return Family("other", (), ALL_QUALITIES, MAX_API_COUNT, edits=True, variations=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +67,6 @@ class DrawRequest:
     count: int
 
 
-_SIZE_RE = re.compile(r"^\d{2,5}x\d{2,5}$")
 _TAIL_RE = re.compile(r"^(.*?)\s*(\S+)\s*$", re.S)
 
 
@@ -132,56 +100,9 @@ def split_options(text: str) -> tuple[str, dict[str, str]]:
         found["quality"], rest = word.lower(), head
     head, word = _pop_word(rest)
     size = word.lower().replace("×", "x")
-    if "size" not in found and (_SIZE_RE.match(size) or size in ("auto", *SHAPES)):
+    if "size" not in found and (SIZE_RE.match(size) or size in ("auto", *SHAPES)):
         found["size"], rest = size, head
     return rest.strip(), found
-
-
-def _flexible_size_ok(size: str) -> bool:
-    """gpt-image-2 also draws any WxH with sides divisible by 16, up to 3840x2160 and 3:1."""
-    if not _SIZE_RE.match(size):
-        return False
-    w, h = (int(x) for x in size.split("x"))
-    return (w % 16 == 0 and h % 16 == 0 and max(w, h) <= 3 * min(w, h)
-            and max(w, h) <= 3840 and w * h <= 3840 * 2160)
-
-
-def check_size(family: Family, model: str, size: str) -> str:
-    """A size (or square/landscape/portrait) valid for the model, else a reply naming them."""
-    if size in SHAPES and family.shapes[SHAPES.index(size)]:
-        return family.shapes[SHAPES.index(size)]
-    if not family.sizes:  # an unknown model on a compatible server: its own business
-        if size == "auto" or _SIZE_RE.match(size):
-            return size
-    elif size in family.sizes or (family.flexible_sizes and _flexible_size_ok(size)):
-        return size
-    valid = ", ".join(family.sizes) if family.sizes else "WIDTHxHEIGHT, auto"
-    extra = (" (or any WxH with sides divisible by 16, up to 3840x2160)"
-             if family.flexible_sizes else "")
-    raise UserError(f"`{size}` is not a size {model} can draw. Valid sizes: {valid}{extra}.")
-
-
-def check_quality(family: Family, model: str, quality: str) -> str:
-    """A quality valid for the model, or a reply naming the valid ones."""
-    if quality in family.qualities:
-        return quality
-    raise UserError(f"`{quality}` is not a quality {model} offers. Valid qualities: "
-                    f"{', '.join(family.qualities)}.")
-
-
-def max_count(family: Family, settings: ImagesSection) -> int:
-    """The model's own limit, lowered by [images] max_count."""
-    return max(1, min(family.max_count, settings.max_count))
-
-
-def check_count(family: Family, model: str, settings: ImagesSection, count: int) -> int:
-    """1..max_count, or a reply naming the range."""
-    top = max_count(family, settings)
-    if 1 <= count <= top:
-        return count
-    if top == 1:
-        raise UserError(f"{model} makes one image at a time.")
-    raise UserError(f"{model} makes 1 to {top} images at a time here.")
 
 
 def _default(value: str, allowed: Callable[[str], Any]) -> str | None:
@@ -214,7 +135,7 @@ def resolve_draw(model: str, args: dict[str, Any], settings: ImagesSection) -> D
         count = int(found.get("count", "1"))
     except ValueError:
         raise UserError("`count` must be a whole number.") from None
-    count = check_count(family, model, settings, count)
+    count = check_count(family, model, settings.max_count, count)
     return DrawRequest(prompt, size, quality, count)
 
 
@@ -248,24 +169,16 @@ async def _produce(
     *, model: str, history_text: str, summary: Callable[[ImageResult, tuple[int, int]], str],
     prompt_for_usage: str,
 ) -> None:
-    """Placeholder, upload_photo, request, photos; the placeholder ends as summary or error."""
-    placeholder = await ctx.reply.send(placeholder_text)
-    try:
-        async with ctx.reply.working("upload_photo"):
-            result = await make()
-            files = [OutFile(img.data, f"image-{i + 1}.{_extension(img.mime)}", img.mime,
-                             kind="image", caption=img.revised_prompt or None)
-                     for i, img in enumerate(result.images)]
-            sent = await ctx.reply.send_files(files)
-    except UserError as e:
-        log.info("image request failed in %s: %s", ctx.channel, e.message)
-        await _replace(ctx, placeholder, e.message)
-        return
-    except Exception:
-        error_id = secrets.token_hex(4)
-        log.exception("error %s making images in %s", error_id, ctx.channel)
-        await _replace(ctx, placeholder, INTERNAL_ERROR.format(id=error_id))
-        return
+    """Placeholder, upload_photo, request, photos; the placeholder ends as the summary, or
+    the router's error reply takes its place."""
+    placeholder = ctx.placeholder = await ctx.reply.send(placeholder_text)
+    async with ctx.reply.working("upload_photo"):
+        result = await make()
+        files = [OutFile(img.data, f"image-{i + 1}.{_extension(img.mime)}", img.mime,
+                         kind="image", caption=img.revised_prompt or None)
+                 for i, img in enumerate(result.images)]
+        sent = await ctx.reply.send_files(files)
+    ctx.placeholder = None
     size = imaging.image_size(result.images[0].data) or (0, 0)
     await _replace(ctx, placeholder, summary(result, size))
     try:
@@ -313,24 +226,8 @@ def _details(size: tuple[int, int], *parts: str | None) -> str:
 # --------------------------------------------------------------------------- inputs
 
 
-@dataclass(frozen=True, slots=True)
-class _Source:
-    """An image to work on: an attachment, or a copy the bot kept."""
-
-    label: str
-    size: int | None
-    read: Callable[[], Awaitable[bytes]]
-
-
-def _from_attachment(att: Attachment) -> _Source:
-    return _Source(att.filename, att.size, att.read)
-
-
-def _from_bytes(label: str, data: bytes) -> _Source:
-    async def read() -> bytes:
-        return data
-
-    return _Source(label, len(data), read)
+# an image to work on: an attachment (downloaded when needed), or a copy the bot kept
+_Source = Attachment | bytes
 
 
 async def _sources(ctx: Context, cmd: str, *, with_mask: bool) -> list[_Source]:
@@ -342,43 +239,33 @@ async def _sources(ctx: Context, cmd: str, *, with_mask: bool) -> list[_Source]:
     if attached:
         images = [a for a in attached if a.kind == "image"]
         if not images:
-            raise UserError(NOT_IMAGE)
+            raise UserError(NOT_AN_IMAGE)
         if len(images) > (2 if with_mask else 1):
             raise UserError(TOO_MANY if with_mask else
                             f"Send one image with {cmd}.")
-        return [_from_attachment(a) for a in images]
+        return list(images)
     quoted = ctx.inbound.reply_to
     if quoted is not None:
         if quoted.from_self:
             kept = await ctx.store.images_by_message(ctx.channel, quoted.id)
             if kept:
-                return [_from_bytes("image", kept[0].data)]
+                return [kept[0].data]
         images = [a for a in quoted.attachments if a.kind == "image"]
         if images:
-            return [_from_attachment(images[0])]
+            return [images[0]]
         if quoted.attachments:
-            raise UserError(NOT_IMAGE)
+            raise UserError(NOT_AN_IMAGE)
     last = await ctx.store.last_images(ctx.channel, 1)
     if last:
-        return [_from_bytes("image", last[0].data)]
+        return [last[0].data]
     raise UserError(NO_IMAGE.format(cmd=cmd))
 
 
-def _check_declared_size(ctx: Context, source: _Source) -> None:
-    limit = ctx.config.vision.max_image_mb
-    if source.size is not None and source.size > limit * imaging.MB:
-        raise UserError(f"That image is too large ({source.size / imaging.MB:.0f} MB; the "
-                        f"limit is {limit} MB).")
-
-
 async def _read(ctx: Context, source: _Source) -> bytes:
-    """Download an input image within [vision] max_image_mb."""
-    _check_declared_size(ctx, source)
-    data = await source.read()
-    limit = ctx.config.vision.max_image_mb
-    if len(data) > limit * imaging.MB:
-        raise UserError(f"That image is too large (the limit is {limit} MB).")
-    return data
+    """The image's bytes; attachments within [vision] max_image_mb."""
+    if isinstance(source, bytes):
+        return source
+    return await read_image(source, ctx.config.vision.max_image_mb)
 
 
 # --------------------------------------------------------------------------- commands
@@ -410,12 +297,6 @@ async def draw_cmd(ctx: Context) -> None:
         prompt_for_usage=req.prompt)
 
 
-def _require_edits(model: str, family: Family, what: str) -> None:
-    if not family.edits:
-        raise UserError(f"{model} cannot {what}. An admin can set `[models] image` to "
-                        "gpt-image-2 (or dall-e-2) in config.toml.")
-
-
 @command(
     "edit",
     Param("prompt", "What to change in the image", type="text", required=True),
@@ -432,10 +313,8 @@ async def edit_cmd(ctx: Context) -> None:
     if len(prompt) > PROMPT_LIMIT:
         raise UserError(f"That prompt is too long ({len(prompt)} characters; the limit is "
                         f"{PROMPT_LIMIT}).")
-    _require_edits(model, family, "edit images")
+    check_edits(family, model, "edit images")
     sources = await _sources(ctx, "/edit", with_mask=True)
-    for source in sources:
-        _check_declared_size(ctx, source)
     size = _default(ctx.config.images.size, lambda s: check_size(family, model, s))
     quality = _default(ctx.config.images.quality, lambda q: check_quality(family, model, q))
     notes: tuple[str, ...] = ()
@@ -471,10 +350,10 @@ async def variation_cmd(ctx: Context) -> None:
     """Make variations of an image (attached, replied to, or the last one)"""
     model = ctx.config.models.image
     family = family_of(model)
-    _require_edits(model, family, "make variations")
-    count = check_count(family, model, ctx.config.images, int(ctx.args.get("count", 1)))
+    check_edits(family, model, "make variations")
+    count = check_count(family, model, ctx.config.images.max_count,
+                        int(ctx.args.get("count", 1)))
     sources = await _sources(ctx, "/variation", with_mask=False)
-    _check_declared_size(ctx, sources[0])
     size = _default(ctx.config.images.size, lambda s: check_size(family, model, s))
 
     async def make() -> ImageResult:

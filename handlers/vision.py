@@ -21,7 +21,7 @@ from bot.commands import Param, command
 from bot.context import Context
 from bot.errors import ModelError, UserError
 from bot.events import Attachment, Inbound
-from bot.media import DETAILS, PreparedImage, fits, prepare_image_async
+from bot.media import DETAILS, PreparedImage, fits, prepare_image_async, read_image
 from handlers.chat import (
     answer,
     build_messages,
@@ -32,7 +32,6 @@ from handlers.chat import (
 
 log = logging.getLogger(__name__)
 
-MB = 1024 * 1024
 MAX_IMAGES = 10
 VISION_OFF = "Looking at images is turned off on this bot."
 TOO_MANY = f"I can look at up to {MAX_IMAGES} images at once."
@@ -165,17 +164,8 @@ def _fetch(ctx: Context, attachment: Attachment, detail: str) -> asyncio.Future[
 
 async def _download_and_prepare(ctx: Context, attachment: Attachment,
                                 detail: str) -> PreparedImage:
-    """Size checks, download, then decode/downscale on the image pool."""
-    limit = ctx.config.vision.max_image_mb * MB
-    too_large = (f"That image is too large (the limit is {ctx.config.vision.max_image_mb} "
-                 "MB).")
-    if attachment.size is not None and attachment.size > limit:
-        log.info("image refused in %s: %d bytes", ctx.channel, attachment.size)
-        raise UserError(too_large)
-    data = await attachment.read()
-    if len(data) > limit:
-        log.info("image refused in %s: %d bytes", ctx.channel, len(data))
-        raise UserError(too_large)
+    """Download within [vision] max_image_mb, then decode/downscale on the image pool."""
+    data = await read_image(attachment, ctx.config.vision.max_image_mb)
     try:
         return await prepare_image_async(data, detail)
     except UserError as e:

@@ -243,6 +243,28 @@ async def test_content_policy_refusal_replaces_placeholder(chat: Driver) -> None
         assert replies[0].text == "🎨 Drawing…" and len(replies) == 2
 
 
+async def test_internal_error_replaces_placeholder_with_error_id(
+        chat: Driver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug while drawing goes through the router's policy: logged with an id, and the
+    placeholder (not a second message) says so."""
+    assert chat.app is not None
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(chat.app.ai, "generate_images", broken)
+    replies = await run(chat, "/draw a cat")
+    error = replies[-1].text
+    assert error.startswith("Sorry, something went wrong on my side (error id ")
+    error_id = error.rsplit(" ", 1)[1].rstrip(").")
+    assert any(error_id in r.getMessage() and r.exc_info for r in caplog.records)
+    if chat.platform != "console":
+        (placeholder,) = replies
+        assert placeholder.edits[0][1] == "🎨 Drawing…"
+    else:
+        assert [r.text for r in replies] == ["🎨 Drawing…", error]
+
+
 @pytest.mark.parametrize("config_text", ["[openai]\nmax_retries = 0\n"])
 async def test_rate_limit_reply(chat: Driver) -> None:
     chat.openai.fail_next(429, path="/images")
@@ -362,7 +384,7 @@ async def test_edit_not_an_image(chat: Driver) -> None:
     junk = File(b"%PDF-1.4 not an image", filename="doc.pdf", mime="application/pdf",
                 kind="document")
     replies = await run(chat, "/edit add a hat", files=[junk])
-    assert "not an image" in texts(replies)
+    assert "can't read that file as an image" in texts(replies)
     assert chat.openai.requests_to(EDITS) == []
 
 

@@ -36,6 +36,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[bot\n", "not valid TOML"),
         ("[voice]\nspeed = 9\n", "voice.speed must be between 0.25 and 4.0"),
         ("[voice]\nvoice = 'robot'\n", "voice.voice must be one of voice.voices"),
+        ("[openai]\nconnection_pools = 0\n", "openai.connection_pools must be between 1 and 64"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 
 import pytest
 from PIL import Image
 
-from bot import imaging
+from bot import imaging, media
+from bot.ai_images import family_of
 from bot.config import ImagesSection
 from bot.errors import UserError
-from handlers.images import family_of, resolve_draw, split_options
+from handlers.images import resolve_draw, split_options
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt, **kw)
     return buf.getvalue()
+
+
+def huge_png(width: int = 8_000, height: int = 8_000) -> bytes:
+    """A valid PNG header declaring more pixels than the cap (no need to hold them)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
 def decode(data: bytes) -> Image.Image:
@@ -44,10 +58,25 @@ def test_animated_gif_gives_first_frame() -> None:
     assert img.size == (40, 30) and img.tell() == 0
 
 
-@pytest.mark.parametrize("data", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n broken"])
-def test_unreadable_input_is_explained(data: bytes) -> None:
-    with pytest.raises(UserError, match="not an image"):
-        imaging.open_image(data)
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", media.NOT_AN_IMAGE),
+    (b"not an image at all", media.NOT_AN_IMAGE),
+    (b"\x89PNG\r\n\x1a\n broken", media.DAMAGED),
+    (huge_png(), media.TOO_MANY_PIXELS),
+], ids=["empty", "text", "broken-png", "too-many-pixels"])
+def test_refusals_are_the_vision_paths(data: bytes, message: str) -> None:
+    """One decoder: /edit refuses an image with the same sentence a vision question gets."""
+    with pytest.raises(UserError) as edit:
+        imaging.prepare_edit(data)
+    with pytest.raises(UserError) as vision:
+        media.prepare_image(data)
+    assert edit.value.message == vision.value.message == message
+
+
+def test_postscript_is_never_decoded_for_edits() -> None:
+    """EPS would run Ghostscript on user input: /edit refuses it like the vision path."""
+    with pytest.raises(UserError, match="can't read that file as an image"):
+        imaging.prepare_edit(encode(Image.new("RGB", (20, 20)), "EPS"))
 
 
 def test_cmyk_becomes_rgba() -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bot import media
 from bot.ai import images_unsupported
 from bot.errors import UserError
 from bot.media import (
@@ -268,6 +269,18 @@ def test_postscript_is_never_decoded() -> None:
     Image.new("RGB", (20, 20)).save(buf, "EPS")
     with pytest.raises(UserError, match="can't read that file as an image"):
         prepare_image(buf.getvalue())
+
+
+def test_pixel_cap_counts_what_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JPEG over the cap still opens when libjpeg can decode it scaled down; a PNG
+    (always decoded in full) of the same size is refused."""
+    monkeypatch.setattr(media, "MAX_PIXELS", 1_000_000)
+    out = prepare_image(jpeg(4000, 2000), "low")
+    assert (out.width, out.height) == (512, 256)
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 2000)).save(buf, "PNG")
+    with pytest.raises(UserError, match="too many pixels"):
+        prepare_image(buf.getvalue(), "low")
 
 
 def test_unknown_detail_is_a_bug() -> None:
