@@ -20,6 +20,7 @@ from bot.ai import AI, Tokenizer
 from bot.config import Config, ConfigError, load_config
 from bot.router import Router
 from bot.store import Store
+from bot.usage import Meter
 
 log = logging.getLogger("bot")
 
@@ -72,7 +73,9 @@ async def start_app(
 
     store = Store(config.database_path)
     await store.open()
-    ai = AI(config, tokenizer or Tokenizer(config.chat.tokenizer))
+    meter = Meter(config, store)
+    await meter.open()
+    ai = AI(config, tokenizer or Tokenizer(config.chat.tokenizer), meter=meter)
     ai.start_probe()  # in the background: a slow or absent AI server never delays start-up
     router = Router(config, store, ai, registry())
     app = App(config, store, ai, router)

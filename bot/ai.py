@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import json
 import logging
 import re
 import ssl
@@ -28,7 +29,9 @@ from bot.ai_images import request_fields
 from bot.config import Config
 from bot.errors import ModelError, Unsupported
 from bot.media import sniff_mime
+from bot.prices import Usage
 from bot.probe import ServerInfo, is_openai_url, openai_vision, openai_window, probe_server
+from bot.usage import Meter
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +238,7 @@ class ChatStream:
     _iter: AsyncIterator[str] | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int = 0
     finish_reason: str | None = None
     refusal: str = ""
     text: str = ""
@@ -261,15 +265,24 @@ class ImageResult:
     images: list[GeneratedImage]
     input_tokens: int = 0
     output_tokens: int = 0
+    image_input_tokens: int = 0
+    reported: bool = False
 
 
 FileTuple = tuple[str, bytes, str]  # (filename, data, mime)
 
 
 class MediaAI:
-    """Images and audio endpoints; mixed into AI so handlers see one object."""
+    """Images and audio endpoints; mixed into AI so handlers see one object.
+
+    Every call goes through the meter: budgets are checked before the request and the
+    usage the API reports is recorded after it (estimated only where it reports none).
+    """
 
     client: AsyncOpenAI
+    meter: Meter
+    tokenizer: Tokenizer
+    _plain_speech: set[str]
 
     async def generate_images(
         self, model: str, prompt: str, *, size: str | None = None, quality: str | None = None,
@@ -277,11 +290,15 @@ class MediaAI:
     ) -> ImageResult:
         """Images API generations."""
         kwargs = request_fields(model, prompt=prompt, n=n, size=size, quality=quality)
-        try:
-            resp = await self.client.images.generate(**kwargs)
-        except openai.OpenAIError as e:
-            raise map_error(e, model=model, what="image generation") from e
-        return await _image_result(resp)
+        async with self.meter.request("images", model,
+                                      _image_estimate(model, n, size, quality)) as charge:
+            try:
+                resp = await self.client.images.generate(**kwargs)
+            except openai.OpenAIError as e:
+                raise map_error(e, model=model, what="image generation") from e
+            result = await _image_result(resp)
+            await charge.done(self._image_usage(model, result, size, quality, prompt))
+        return result
 
     async def edit_images(
         self, model: str, prompt: str, images: list[FileTuple], *,
@@ -293,11 +310,15 @@ class MediaAI:
                                image=images if len(images) > 1 else images[0])
         if mask is not None:
             kwargs["mask"] = mask
-        try:
-            resp = await self.client.images.edit(**kwargs)
-        except openai.OpenAIError as e:
-            raise map_error(e, model=model, what="image editing") from e
-        return await _image_result(resp)
+        async with self.meter.request("images", model,
+                                      _image_estimate(model, n, size, quality)) as charge:
+            try:
+                resp = await self.client.images.edit(**kwargs)
+            except openai.OpenAIError as e:
+                raise map_error(e, model=model, what="image editing") from e
+            result = await _image_result(resp)
+            await charge.done(self._image_usage(model, result, size, quality, prompt))
+        return result
 
     async def image_variations(
         self, model: str, image: FileTuple, *, n: int = 1, size: str | None = None
@@ -307,44 +328,70 @@ class MediaAI:
                                   "response_format": "b64_json"}
         if size:
             kwargs["size"] = size
-        try:
-            with warnings.catch_warnings():
-                # the SDK marks the endpoint deprecated; compatible servers still serve it
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pending = self.client.images.create_variation(**kwargs)
-            resp = await pending
-        except openai.OpenAIError as e:
-            raise map_error(e, model=model, what="image variations") from e
-        return await _image_result(resp)
+        async with self.meter.request("images", model,
+                                      _image_estimate(model, n, size, None)) as charge:
+            try:
+                with warnings.catch_warnings():
+                    # the SDK marks the endpoint deprecated; compatible servers still serve it
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    pending = self.client.images.create_variation(**kwargs)
+                resp = await pending
+            except openai.OpenAIError as e:
+                raise map_error(e, model=model, what="image variations") from e
+            result = await _image_result(resp)
+            await charge.done(self._image_usage(model, result, size, None, ""))
+        return result
+
+    def _image_usage(self, model: str, result: ImageResult, size: str | None,
+                     quality: str | None, prompt: str) -> Usage:
+        """The tokens GPT-image models report; else the image count (exact for models
+        billed per image, an estimate for token-billed ones)."""
+        if result.reported:
+            return Usage(input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+                         image_input_tokens=result.image_input_tokens)
+        price = self.meter.prices.price(model)
+        token_billed = price is None or price.output is not None
+        return Usage(input_tokens=self.tokenizer.count(prompt) if prompt else 0,
+                     unit="images", units=len(result.images),
+                     variant=_image_variant(model, size, quality), estimated=token_billed)
 
     async def transcribe(
         self, model: str, file: FileTuple, *, language: str | None = None,
-        prompt: str | None = None,
+        prompt: str | None = None, seconds: float | None = None,
     ) -> str:
-        """Speech to text (`audio.transcriptions`)."""
+        """Speech to text (`audio.transcriptions`); `seconds` (the recording's length)
+        sizes the budget reservation and the estimate if the server reports no usage."""
         kwargs: dict[str, Any] = {"model": model, "file": file, "response_format": "json"}
         if language:
             kwargs["language"] = language
         if prompt:
             kwargs["prompt"] = prompt
-        try:
-            resp = await self.client.audio.transcriptions.create(**kwargs)
-        except openai.OpenAIError as e:
-            raise map_error(e, model=model, what="speech-to-text") from e
+        guess = _audio_estimate(file, seconds)
+        async with self.meter.request("voice_in", model, guess) as charge:
+            try:
+                resp = await self.client.audio.transcriptions.create(**kwargs)
+            except openai.OpenAIError as e:
+                raise map_error(e, model=model, what="speech-to-text") from e
+            await charge.done(_transcription_usage(getattr(resp, "usage", None), guess))
         return str(getattr(resp, "text", "") or "")
 
-    async def translate_audio(self, model: str, file: FileTuple) -> str:
-        """Speech in any language to English text (`audio.translations`)."""
-        try:
-            with warnings.catch_warnings():
-                # deprecated in the SDK (whisper-1 only); /translate falls back to
-                # transcribe + chat-model translation where it is gone
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pending = self.client.audio.translations.create(
-                    model=model, file=file, response_format="json")
-            resp = await pending
-        except openai.OpenAIError as e:
-            raise map_error(e, model=model, what="audio translation") from e
+    async def translate_audio(self, model: str, file: FileTuple, *,
+                              seconds: float | None = None) -> str:
+        """Speech in any language to English text (`audio.translations`, which reports no
+        usage: the recording's length is recorded as an estimate)."""
+        guess = _audio_estimate(file, seconds)
+        async with self.meter.request("voice_in", model, guess) as charge:
+            try:
+                with warnings.catch_warnings():
+                    # deprecated in the SDK (whisper-1 only); /translate falls back to
+                    # transcribe + chat-model translation where it is gone
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    pending = self.client.audio.translations.create(
+                        model=model, file=file, response_format="json")
+                resp = await pending
+            except openai.OpenAIError as e:
+                raise map_error(e, model=model, what="audio translation") from e
+            await charge.done(_transcription_usage(getattr(resp, "usage", None), guess))
         return str(getattr(resp, "text", "") or "")
 
     async def speech(
@@ -358,11 +405,106 @@ class MediaAI:
             kwargs["speed"] = speed
         if instructions and not model.startswith("tts-1"):
             kwargs["instructions"] = instructions
+        price = self.meter.prices.price(model)
+        by_characters = price is not None and price.characters is not None
+        # characters bill exactly; token-billed speech is guessed at ~15 characters a second
+        guess = (Usage(unit="characters", units=len(text)) if by_characters else
+                 Usage(input_tokens=self.tokenizer.count(text), unit="seconds",
+                       units=len(text) / 15, estimated=True))
+        # GPT speech models report their tokens only in the SSE stream's last event
+        sse = not model.startswith("tts-1") and model not in self._plain_speech
+        async with self.meter.request("speech_out", model, guess) as charge:
+            try:
+                try:
+                    resp = await self.client.audio.speech.create(
+                        **kwargs, **({"stream_format": "sse"} if sse else {}))
+                except openai.BadRequestError as e:
+                    if not sse or "stream_format" not in f"{e.param} {e.message}":
+                        raise
+                    log.info("%s: no SSE speech on this server; usage will be estimated",
+                             model)
+                    self._plain_speech.add(model)
+                    resp = await self.client.audio.speech.create(**kwargs)
+            except openai.OpenAIError as e:
+                raise map_error(e, model=model, what="text-to-speech") from e
+            audio, reported = _speech_result(resp)
+            await charge.done(reported or guess)
+        return audio
+
+    async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
+        """Embedding vectors, one per input, in order."""
+        estimate = Usage(input_tokens=sum(self.tokenizer.count(t) for t in inputs))
+        async with self.meter.request("embeddings", model, estimate) as charge:
+            try:
+                resp = await self.client.embeddings.create(model=model, input=inputs)
+            except openai.OpenAIError as e:
+                raise map_error(e, model=model, what="embeddings") from e
+            usage = getattr(resp, "usage", None)
+            await charge.done(Usage(input_tokens=usage.prompt_tokens) if usage is not None
+                              else Usage(input_tokens=estimate.input_tokens, estimated=True))
+        return [list(item.embedding) for item in sorted(resp.data, key=lambda d: d.index)]
+
+
+def _image_variant(model: str, size: str | None, quality: str | None) -> str:
+    """`quality size` for per-image prices (dall-e-3 defaults to standard quality)."""
+    default = "standard" if model.startswith("dall-e") else "auto"
+    return f"{quality or default} {size or '1024x1024'}"
+
+
+def _image_estimate(model: str, n: int, size: str | None, quality: str | None) -> Usage:
+    return Usage(unit="images", units=n, variant=_image_variant(model, size, quality),
+                 estimated=True)
+
+
+def _audio_estimate(file: FileTuple, seconds: float | None) -> Usage:
+    """A recording's length as the estimate (about 16 kB a second when not known)."""
+    length = seconds if seconds and seconds > 0 else len(file[1]) / 16000
+    return Usage(unit="seconds", units=round(length, 2), estimated=True)
+
+
+def _transcription_usage(usage: Any, guess: Usage) -> Usage:
+    """Tokens (GPT transcribe models) or seconds (whisper-1) as reported, else the guess."""
+    kind = getattr(usage, "type", None)
+    if kind == "tokens":
+        details = getattr(usage, "input_token_details", None)
+        audio = getattr(details, "audio_tokens", None)
+        if audio is None:
+            text = getattr(details, "text_tokens", None) or 0
+            audio = usage.input_tokens - text
+        return Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                     audio_input_tokens=audio)
+    if kind == "duration":
+        return Usage(unit="seconds", units=float(usage.seconds))
+    return guess
+
+
+def _speech_result(resp: Any) -> tuple[bytes, Usage | None]:
+    """Audio bytes and reported usage of a speech response: an SSE stream (base64 deltas,
+    usage in `speech.audio.done`) or, from servers that ignore stream_format, raw audio."""
+    data = bytes(resp.content)
+    ctype = str(resp.response.headers.get("content-type", ""))
+    if not ctype.startswith("text/event-stream"):
+        return data, None
+    audio = bytearray()
+    usage: Usage | None = None
+    for line in data.decode("utf-8", "replace").splitlines():
+        if not line.startswith("data:"):
+            continue
         try:
-            resp = await self.client.audio.speech.create(**kwargs)
-        except openai.OpenAIError as e:
-            raise map_error(e, model=model, what="text-to-speech") from e
-        return bytes(resp.content)
+            event = json.loads(line[5:].strip())
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if event.get("type") == "speech.audio.delta" and isinstance(event.get("audio"), str):
+            audio += base64.b64decode(event["audio"])
+        elif event.get("type") == "speech.audio.done" and isinstance(event.get("usage"), dict):
+            reported = event["usage"]
+            usage = Usage(input_tokens=int(reported.get("input_tokens") or 0),
+                          output_tokens=int(reported.get("output_tokens") or 0))
+    if not audio:
+        raise ModelError("The speech service returned no audio.", "server_error")
+    return bytes(audio), usage
 
 
 async def _image_result(resp: Any) -> ImageResult:
@@ -379,8 +521,11 @@ async def _image_result(resp: Any) -> ImageResult:
     if not images:
         raise ModelError("The image service returned no image.", "server_error")
     usage = getattr(resp, "usage", None)
-    return ImageResult(images, getattr(usage, "input_tokens", 0) or 0,
-                       getattr(usage, "output_tokens", 0) or 0)
+    if usage is None:
+        return ImageResult(images)
+    details = getattr(usage, "input_tokens_details", None)
+    return ImageResult(images, usage.input_tokens or 0, usage.output_tokens or 0,
+                       getattr(details, "image_tokens", 0) or 0, reported=True)
 
 
 async def _download(url: str, limit: int = 50 * 1024 * 1024) -> bytes:
@@ -403,10 +548,15 @@ async def _download(url: str, limit: int = 50 * 1024 * 1024) -> bytes:
 class AI(MediaAI):
     """Async OpenAI client with per-task models from config."""
 
-    def __init__(self, config: Config, tokenizer: Tokenizer | None = None) -> None:
+    def __init__(self, config: Config, tokenizer: Tokenizer | None = None,
+                 meter: Meter | None = None) -> None:
         self.config = config
         self.models = config.models
         self.tokenizer = tokenizer or Tokenizer()
+        # every paid request passes the meter (budgets, usage rows); without a store it
+        # checks only the configured budgets and records nothing
+        self.meter = meter or Meter(config)
+        self._plain_speech = set()
         # [openai] connection_pools clients (one pool each), chat streams spread over them in
         # turn: each pool's bookkeeping visits every one of its connections on every request
         # start and end, so one pool costs O(n^2) CPU over a burst of n streams (measured:
@@ -545,16 +695,42 @@ class AI(MediaAI):
             name = self._length_field.get(model, default)
         return {name: max_tokens}
 
+    def _chat_estimate(self, messages: list[dict[str, Any]], max_tokens: int) -> Usage:
+        """Reserved against budgets: the prompt and half of the longest answer."""
+        return Usage(input_tokens=self.estimate_messages(messages),
+                     output_tokens=max(1, max_tokens // 2), estimated=True)
+
+    def _chat_usage(self, reported: Any, messages: list[dict[str, Any]], text: str) -> Usage:
+        """Chat usage as reported (cached input tokens included), else estimated."""
+        if isinstance(reported, dict) and reported.get("prompt_tokens") is not None:
+            details = reported.get("prompt_tokens_details") or {}
+            return Usage(input_tokens=int(reported["prompt_tokens"]),
+                         output_tokens=int(reported.get("completion_tokens") or 0),
+                         cached_tokens=int(details.get("cached_tokens") or 0))
+        return Usage(input_tokens=self.estimate_messages(messages),
+                     output_tokens=self.tokenizer.count(text) if text else 0, estimated=True)
+
     async def chat_stream(
-        self, model: str, messages: list[dict[str, Any]], *, max_tokens: int
+        self, model: str, messages: list[dict[str, Any]], *, max_tokens: int,
+        feature: str = "chat",
     ) -> ChatStream:
-        """Start a streamed chat completion; errors before the first byte raise ModelError."""
+        """Start a streamed chat completion; errors before the first byte raise ModelError.
+
+        The usage is recorded when the stream ends (or breaks off), as the server's last
+        chunk reports it, else estimated from the text.
+        """
         result = ChatStream(model=model)
         await self.server(wait=5.0)  # which length field, which tokenizer
+        charge = await self.meter.start(feature, model, self._chat_estimate(messages, max_tokens))
         try:
             stream = await self._create_stream(model, messages, max_tokens)
         except openai.OpenAIError as e:
+            charge.cancel()
             raise map_error(e, model=model, what="chat") from e
+        except BaseException:
+            charge.cancel()
+            raise
+        reported: dict[str, Any] = {}
 
         async def deltas() -> AsyncIterator[str]:
             try:
@@ -564,8 +740,11 @@ class AI(MediaAI):
                         continue
                     usage = chunk.get("usage")
                     if isinstance(usage, dict):
+                        reported.update(usage)
                         result.prompt_tokens = usage.get("prompt_tokens")
                         result.completion_tokens = usage.get("completion_tokens")
+                        details = usage.get("prompt_tokens_details") or {}
+                        result.cached_tokens = int(details.get("cached_tokens") or 0)
                     for choice in chunk.get("choices") or ():
                         if choice.get("finish_reason"):
                             result.finish_reason = choice["finish_reason"]
@@ -580,6 +759,7 @@ class AI(MediaAI):
                 raise map_error(e, model=model, what="chat") from e
             finally:
                 await stream.close()
+                await charge.done(self._chat_usage(reported, messages, result.text))
 
         result._iter = deltas()
         return result
@@ -633,7 +813,8 @@ class AI(MediaAI):
         return None
 
     async def complete(
-        self, model: str, messages: list[dict[str, Any]], *, max_tokens: int
+        self, model: str, messages: list[dict[str, Any]], *, max_tokens: int,
+        feature: str = "chat",
     ) -> tuple[str, int, int, bool]:
         """A non-streamed answer: (text, prompt tokens, completion tokens, estimated).
 
@@ -643,20 +824,23 @@ class AI(MediaAI):
         await self.server(wait=5.0)
         kwargs: dict[str, Any] = {"model": model, "messages": messages,
                                   **self._length_param(model, max_tokens)}
-        try:
+        async with self.meter.request(feature, model,
+                                      self._chat_estimate(messages, max_tokens)) as charge:
             try:
-                resp = await self.client.chat.completions.create(**kwargs)
-            except openai.BadRequestError as e:
-                retry = self._downgrade(model, e, kwargs)
-                if retry is None:
-                    raise
-                resp = await self.client.chat.completions.create(**retry)
-        except openai.OpenAIError as e:
-            raise map_error(e, model=model, what="chat") from e
-        text = (resp.choices[0].message.content or "") if resp.choices else ""
-        if resp.usage is not None:
-            return text, resp.usage.prompt_tokens, resp.usage.completion_tokens, False
-        return text, self.estimate_messages(messages), self.tokenizer.count(text), True
+                try:
+                    resp = await self.client.chat.completions.create(**kwargs)
+                except openai.BadRequestError as e:
+                    retry = self._downgrade(model, e, kwargs)
+                    if retry is None:
+                        raise
+                    resp = await self.client.chat.completions.create(**retry)
+            except openai.OpenAIError as e:
+                raise map_error(e, model=model, what="chat") from e
+            text = (resp.choices[0].message.content or "") if resp.choices else ""
+            reported = resp.usage.model_dump() if resp.usage is not None else None
+            usage = self._chat_usage(reported, messages, text)
+            await charge.done(usage)
+        return text, usage.input_tokens, usage.output_tokens, usage.estimated
 
     def estimate_messages(self, messages: list[dict[str, Any]]) -> int:
         """Token estimate of a request (used when the server sends no usage)."""

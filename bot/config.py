@@ -138,6 +138,27 @@ class DiscordSection:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageSection:
+    """Cost accounting: an owner's price file on top of the shipped bot/prices.toml."""
+
+    prices: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetsSection:
+    """Spending limits in US dollars (0 = unlimited); days and months in `timezone`."""
+
+    user_daily: float = 0.0
+    user_monthly: float = 0.0
+    chat_daily: float = 0.0
+    chat_monthly: float = 0.0
+    global_daily: float = 0.0
+    global_monthly: float = 0.0
+    timezone: str = "UTC"
+    admins_exempt: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Secrets:
     """Only from the environment (or .env): never from config.toml."""
 
@@ -164,6 +185,8 @@ class Config:
     storage: StorageSection = field(default_factory=StorageSection)
     telegram: TelegramSection = field(default_factory=TelegramSection)
     discord: DiscordSection = field(default_factory=DiscordSection)
+    usage: UsageSection = field(default_factory=UsageSection)
+    budgets: BudgetsSection = field(default_factory=BudgetsSection)
     secrets: Secrets = field(default_factory=Secrets)
 
     @property
@@ -310,6 +333,7 @@ def _validate(config: Config) -> None:
     if not config.secrets.telegram_api_url.startswith(("http://", "https://")):
         raise ConfigError("TELEGRAM_API_URL must start with http:// or https://")
     _validate_webhook(config.telegram)
+    _validate_usage(config)
 
 
 WEBHOOK_PORTS = (443, 80, 88, 8443)  # the only ports Telegram calls (setWebhook docs)
@@ -341,3 +365,22 @@ def _validate_webhook(tg: TelegramSection) -> None:
     if not tg.webhook_secret:
         raise ConfigError("config: telegram.webhook_secret is required with "
                           "telegram.webhook_url (1-256 characters of A-Z a-z 0-9 _ -)")
+
+
+def _validate_usage(config: Config) -> None:
+    """The budget timezone must exist and an owner's price file must parse."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from bot.prices import load_override
+
+    try:
+        ZoneInfo(config.budgets.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"config: budgets.timezone: unknown timezone "
+                          f"{config.budgets.timezone!r} (e.g. \"UTC\", \"Europe/Berlin\")"
+                          ) from None
+    if config.usage.prices:
+        try:
+            load_override(config.usage.prices)
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"config: usage.prices: {e}") from None

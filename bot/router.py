@@ -22,6 +22,7 @@ from bot.errors import UserError
 from bot.events import Inbound
 from bot.replies import Replier
 from bot.store import Store
+from bot.usage import CALLER, Caller
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,9 @@ class Router:
             if addressed:
                 await self._refuse(ctx)
             return
+        # who pays: every model request made for this message is metered against it
+        caller = Caller.of(inbound, admin=ctx.is_admin())
+        token = CALLER.set(caller)
         try:
             if not addressed:
                 if self.registry.passive is not None and self.config.bot.record_unaddressed:
@@ -140,6 +144,13 @@ class Router:
             log.exception("error %s handling message %s in %s", error_id, inbound.id,
                           inbound.channel)
             await self._say(ctx, INTERNAL_ERROR.format(id=error_id))
+        finally:
+            CALLER.reset(token)
+        for notice in caller.notices:  # budget warnings, as their own message after the answer
+            try:
+                await ctx.reply.reply_long(notice)
+            except Exception:
+                log.exception("could not deliver a budget warning")
 
     async def _dispatch(self, ctx: Context) -> None:
         inbound = ctx.inbound

@@ -11,11 +11,22 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+# the daily rollup and day totals from the raw usage rows (migration 3, timezone change)
+_ROLLUP_STATEMENTS = (
+    "INSERT INTO usage_daily SELECT day, platform, COALESCE(user_id, ''), chat, feature, model,"
+    " COUNT(*), SUM(prompt_tokens), SUM(cached_tokens), SUM(completion_tokens), SUM(units),"
+    " TOTAL(cost), SUM(cost IS NULL), SUM(estimated)"
+    " FROM usage GROUP BY day, platform, COALESCE(user_id, ''), chat, feature, model",
+    "INSERT INTO usage_days SELECT day, COUNT(*), TOTAL(cost) FROM usage GROUP BY day",
+)
+_ROLLUP_FROM_RAW = "".join(f"{sql};\n" for sql in _ROLLUP_STATEMENTS)
 
 MIGRATIONS: list[str] = [
     # 1: history, settings, usage, conversation ids
@@ -80,6 +91,82 @@ MIGRATIONS: list[str] = [
     CREATE INDEX images_turn ON images (turn_id);
     CREATE INDEX images_message ON images (channel, message_id);
     """,
+    # 3: usage costs and billing units, the chat (threads share it), the local day; a
+    # daily rollup kept by a trigger so reports never scan raw rows; budget overrides
+    # and the 80% warnings already given
+    """
+    ALTER TABLE usage ADD COLUMN day TEXT NOT NULL DEFAULT '';
+    ALTER TABLE usage ADD COLUMN chat TEXT NOT NULL DEFAULT '';
+    ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN units REAL NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN unit TEXT NOT NULL DEFAULT '';
+    ALTER TABLE usage ADD COLUMN cost REAL;
+    UPDATE usage SET
+        day = date(created, 'unixepoch'),
+        chat = CASE WHEN instr(substr(channel, instr(channel, ':') + 1), ':') > 0
+            THEN substr(channel, 1, instr(channel, ':')
+                        + instr(substr(channel, instr(channel, ':') + 1), ':') - 1)
+            ELSE channel END,
+        feature = CASE feature WHEN 'image' THEN 'images' WHEN 'transcribe' THEN 'voice_in'
+            WHEN 'translate' THEN 'voice_in' WHEN 'tts' THEN 'speech_out' ELSE feature END;
+    CREATE INDEX usage_created ON usage (created);
+    CREATE TABLE usage_daily (
+        day TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        feature TEXT NOT NULL,
+        model TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        units REAL NOT NULL,
+        cost REAL NOT NULL,
+        unpriced INTEGER NOT NULL,
+        estimated INTEGER NOT NULL,
+        PRIMARY KEY (day, platform, user_id, chat, feature, model)
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_daily_user ON usage_daily (platform, user_id, day);
+    CREATE INDEX usage_daily_chat ON usage_daily (chat, day);
+    CREATE TABLE usage_days (
+        day TEXT PRIMARY KEY,
+        requests INTEGER NOT NULL,
+        cost REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TRIGGER usage_rollup AFTER INSERT ON usage BEGIN
+        INSERT INTO usage_daily VALUES (NEW.day, NEW.platform, COALESCE(NEW.user_id, ''),
+            NEW.chat, NEW.feature, NEW.model, 1, NEW.prompt_tokens, NEW.cached_tokens,
+            NEW.completion_tokens, NEW.units, COALESCE(NEW.cost, 0), NEW.cost IS NULL,
+            NEW.estimated)
+        ON CONFLICT DO UPDATE SET requests = requests + 1,
+            input_tokens = input_tokens + excluded.input_tokens,
+            cached_tokens = cached_tokens + excluded.cached_tokens,
+            output_tokens = output_tokens + excluded.output_tokens,
+            units = units + excluded.units, cost = cost + excluded.cost,
+            unpriced = unpriced + excluded.unpriced, estimated = estimated + excluded.estimated;
+        INSERT INTO usage_days VALUES (NEW.day, 1, COALESCE(NEW.cost, 0))
+        ON CONFLICT DO UPDATE SET requests = requests + 1, cost = cost + excluded.cost;
+    END;
+    CREATE TABLE usage_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    INSERT INTO usage_meta VALUES ('rollup_timezone', 'UTC');
+    CREATE TABLE budget_overrides (
+        scope TEXT NOT NULL CHECK (scope IN ('user', 'chat')),
+        key TEXT NOT NULL,
+        period TEXT NOT NULL CHECK (period IN ('day', 'month')),
+        amount REAL NOT NULL,
+        set_by TEXT,
+        updated REAL NOT NULL,
+        PRIMARY KEY (scope, key, period)
+    ) WITHOUT ROWID;
+    CREATE TABLE budget_warnings (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        period TEXT NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (scope, key, period)
+    ) WITHOUT ROWID;
+    """ + _ROLLUP_FROM_RAW,
 ]
 
 
@@ -114,7 +201,11 @@ class StoredImage:
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
-    """Token usage of one model request."""
+    """One model request: tokens (or other billing units), dollars, who and where.
+
+    `cost` is None when the model has no price; `day` is the local day of the budget
+    timezone; `chat` is the channel without its thread (threads share a chat's budget).
+    """
 
     platform: str
     channel: str
@@ -124,6 +215,44 @@ class UsageRow:
     prompt_tokens: int
     completion_tokens: int
     estimated: bool
+    cached_tokens: int = 0
+    units: float = 0.0
+    unit: str = ""
+    cost: float | None = None
+    created: float = 0.0
+    day: str = ""
+    chat: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSum:
+    """Usage added up over some group (a feature, a model, a user, a day...)."""
+
+    key: str
+    requests: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    units: float
+    cost: float
+    unpriced: int
+    estimated: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetOverride:
+    """An admin's per-user or per-chat budget (0 = unlimited), replacing the config one."""
+
+    scope: str
+    key: str
+    period: str
+    amount: float
+
+
+def chat_of(channel: str) -> str:
+    """`platform:chat` of a channel key (`platform:chat:thread`)."""
+    parts = channel.split(":")
+    return ":".join(parts[:2])
 
 
 class Store:
@@ -345,25 +474,156 @@ class Store:
 
     # --- usage ---------------------------------------------------------------------------
 
+    _USAGE_COLUMNS = ("platform, channel, user_id, model, feature, prompt_tokens,"
+                      " completion_tokens, estimated, cached_tokens, units, unit, cost, created,"
+                      " day, chat")
+    _SUM_COLUMNS = ("SUM(requests), SUM(input_tokens), SUM(cached_tokens), SUM(output_tokens),"
+                    " SUM(units), TOTAL(cost), SUM(unpriced), SUM(estimated)")
+
     async def record_usage(self, row: UsageRow) -> None:
-        """One model request's tokens, per platform, channel, user and model."""
+        """One model request; the trigger adds it to the daily rollup in the same step."""
+        created = row.created or time.time()
+        day = row.day or time.strftime("%Y-%m-%d", time.gmtime(created))
         await self.db.execute(
-            "INSERT INTO usage (created, platform, channel, user_id, model, feature,"
-            " prompt_tokens, completion_tokens, estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (time.time(), row.platform, row.channel, row.user_id, row.model, row.feature,
-             row.prompt_tokens, row.completion_tokens, int(row.estimated)),
+            f"INSERT INTO usage ({self._USAGE_COLUMNS}) VALUES"
+            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.platform, row.channel, row.user_id, row.model, row.feature, row.prompt_tokens,
+             row.completion_tokens, int(row.estimated), row.cached_tokens, row.units, row.unit,
+             row.cost, created, day, row.chat or chat_of(row.channel)),
         )
 
     async def usage_rows(self, channel: str | None = None) -> list[UsageRow]:
         """Usage rows, oldest first (for reports and tests)."""
-        sql = ("SELECT platform, channel, user_id, model, feature, prompt_tokens,"
-               " completion_tokens, estimated FROM usage")
+        sql = f"SELECT {self._USAGE_COLUMNS} FROM usage"
         params: tuple[Any, ...] = ()
         if channel is not None:
             sql += " WHERE channel = ?"
             params = (channel,)
         cur = await self.db.execute(sql + " ORDER BY id", params)
-        return [UsageRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) async for r in cur]
+        return [UsageRow(*r[:7], bool(r[7]), *r[8:]) async for r in cur]
+
+    async def usage_between(self, start: float, end: float, limit: int) -> list[UsageRow]:
+        """Raw rows created in [start, end), oldest first, at most `limit` (exports)."""
+        rows = await self.db.execute_fetchall(
+            f"SELECT {self._USAGE_COLUMNS} FROM usage WHERE created >= ? AND created < ?"
+            " ORDER BY created, id LIMIT ?", (start, end, limit))
+        return [UsageRow(*r[:7], bool(r[7]), *r[8:]) for r in rows]
+
+    def _who(self, user: tuple[str, str] | None, chat: str | None) -> tuple[str, list[Any]]:
+        if user is not None:
+            return " AND platform = ? AND user_id = ?", [user[0], user[1]]
+        if chat is not None:
+            return " AND chat = ?", [chat]
+        return "", []
+
+    async def usage_sums(
+        self, first_day: str, last_day: str, by: str, *, user: tuple[str, str] | None = None,
+        chat: str | None = None, limit: int = 1000,
+    ) -> list[UsageSum]:
+        """Rollup totals for days [first_day, last_day] grouped by `by` (feature, model,
+        day, day+feature, user, chat), for one user (platform, id), one chat or everyone;
+        the most expensive groups first."""
+        groups = {"feature": "feature", "model": "model", "day": "day",
+                  "day_feature": "day || ' ' || feature", "user": "platform || ':' || user_id",
+                  "chat": "chat"}
+        key = groups[by]
+        where, params = self._who(user, chat)
+        rows = await self.db.execute_fetchall(
+            f"SELECT {key}, {self._SUM_COLUMNS} FROM usage_daily"
+            f" WHERE day >= ? AND day <= ?{where} GROUP BY 1"
+            " ORDER BY TOTAL(cost) DESC, SUM(requests) DESC LIMIT ?",
+            [first_day, last_day, *params, limit])
+        return [UsageSum(str(r[0]), *(v or 0 for v in r[1:])) for r in rows]
+
+    async def usage_cost(
+        self, first_day: str, last_day: str, *, user: tuple[str, str] | None = None,
+        chat: str | None = None,
+    ) -> float:
+        """Dollars spent over days [first_day, last_day] by a user, a chat or everyone."""
+        if user is None and chat is None:
+            cur = await self.db.execute(
+                "SELECT TOTAL(cost) FROM usage_days WHERE day >= ? AND day <= ?",
+                (first_day, last_day))
+        else:
+            where, params = self._who(user, chat)
+            cur = await self.db.execute(
+                f"SELECT TOTAL(cost) FROM usage_daily WHERE day >= ? AND day <= ?{where}",
+                [first_day, last_day, *params])
+        row = await cur.fetchone()
+        return float(row[0]) if row else 0.0
+
+    async def usage_timezone(self) -> str:
+        """The timezone the stored usage days were computed in."""
+        cur = await self.db.execute(
+            "SELECT value FROM usage_meta WHERE key = 'rollup_timezone'")
+        row = await cur.fetchone()
+        return str(row[0]) if row else "UTC"
+
+    async def redate_usage(self, timezone: str, local_day: Callable[[float], str]) -> int:
+        """Recompute every row's day for a new budget timezone and rebuild the rollup.
+
+        One pass over the raw rows, done once when `[budgets] timezone` changes.
+        """
+        await self.db.create_function("local_day", 1, local_day, deterministic=True)
+        await self.db.execute("BEGIN")
+        try:
+            cur = await self.db.execute("UPDATE usage SET day = local_day(created)")
+            changed = cur.rowcount
+            for sql in ("DELETE FROM usage_daily", "DELETE FROM usage_days",
+                        *_ROLLUP_STATEMENTS):
+                await self.db.execute(sql)
+            await self.db.execute(
+                "INSERT INTO usage_meta VALUES ('rollup_timezone', ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = excluded.value", (timezone,))
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+        await self.db.execute("COMMIT")
+        return int(changed or 0)
+
+    async def import_usage(self, rows: Iterable[UsageRow]) -> None:
+        """Many rows in one transaction (benchmarks, imports); the rollup follows."""
+        await self.db.execute("BEGIN")
+        try:
+            await self.db.executemany(
+                f"INSERT INTO usage ({self._USAGE_COLUMNS}) VALUES"
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((r.platform, r.channel, r.user_id, r.model, r.feature, r.prompt_tokens,
+                  r.completion_tokens, int(r.estimated), r.cached_tokens, r.units, r.unit,
+                  r.cost, r.created, r.day, r.chat or chat_of(r.channel)) for r in rows))
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+        await self.db.execute("COMMIT")
+
+    # --- budgets -------------------------------------------------------------------------
+
+    async def budget_overrides(self) -> list[BudgetOverride]:
+        """Every per-user and per-chat budget an admin set."""
+        rows = await self.db.execute_fetchall(
+            "SELECT scope, key, period, amount FROM budget_overrides ORDER BY scope, key")
+        return [BudgetOverride(r[0], r[1], r[2], float(r[3])) for r in rows]
+
+    async def set_budget_override(self, scope: str, key: str, period: str,
+                                  amount: float | None, set_by: str | None = None) -> None:
+        """Set (or with None, remove) a per-user or per-chat budget."""
+        if amount is None:
+            await self.db.execute(
+                "DELETE FROM budget_overrides WHERE scope = ? AND key = ? AND period = ?",
+                (scope, key, period))
+            return
+        await self.db.execute(
+            "INSERT INTO budget_overrides (scope, key, period, amount, set_by, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, key, period) DO UPDATE SET"
+            " amount = excluded.amount, set_by = excluded.set_by, updated = excluded.updated",
+            (scope, key, period, amount, set_by, time.time()))
+
+    async def claim_budget_warning(self, scope: str, key: str, period: str) -> bool:
+        """True the first time a budget's 80% warning is claimed for a period."""
+        cur = await self.db.execute(
+            "INSERT OR IGNORE INTO budget_warnings (scope, key, period, created)"
+            " VALUES (?, ?, ?, ?)", (scope, key, period, time.time()))
+        return cur.rowcount == 1
 
     # --- conversation ids ----------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.router import Registry
-from handlers import admin, chat, images, speech, vision, voice
+from handlers import admin, chat, images, speech, usage, vision, voice
 
 
 def registry() -> Registry:
@@ -13,7 +13,8 @@ def registry() -> Registry:
                   admin.model_cmd, vision.detail_cmd, images.draw_cmd, images.edit_cmd,
                   images.variation_cmd,
                   voice.translate_cmd, speech.say_cmd, speech.voice_cmd,
-                  chat.image_cmd, chat.audio_cmd, chat.file_cmd],
+                  chat.image_cmd, chat.audio_cmd, chat.file_cmd, usage.usage_cmd,
+                  usage.budget_cmd],
         messages=[(voice.wants_audio, voice.voice_message),
                   (vision.wants_images, speech.spoken(vision.vision)),
                   (chat.wants_text, speech.spoken(chat.chat))],

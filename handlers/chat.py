@@ -26,7 +26,7 @@ from bot.context import Context
 from bot.errors import ModelError, UserError
 from bot.events import Inbound
 from bot.media import PreparedImage, image_part, image_tokens
-from bot.store import StoredImage, Turn, UsageRow
+from bot.store import StoredImage, Turn
 
 log = logging.getLogger(__name__)
 
@@ -287,12 +287,10 @@ def without_images(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @dataclass
 class _Answer:
-    """What one request produced; token counts are the server's, None when not reported."""
+    """What one request produced (the AI layer records its usage)."""
 
     text: str
     messages: list[dict[str, Any]]
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
     note: str = ""
 
 
@@ -327,7 +325,8 @@ def shrink(ctx: Context, messages: list[dict[str, Any]], target: int) -> list[di
 
 async def answer(ctx: Context, messages: list[dict[str, Any]], *, feature: str = "chat",
                  prefix: str = "", model: str | None = None) -> str:
-    """Stream the model's answer into the chat, store it, record usage; returns the text.
+    """Stream the model's answer into the chat and store it; returns the text (the AI
+    layer records the usage under `feature`).
 
     `prefix` is shown above the answer (e.g. the transcript of a voice note) but is not
     part of the stored answer. `model` defaults to the channel's chat model.
@@ -338,22 +337,22 @@ async def answer(ctx: Context, messages: list[dict[str, Any]], *, feature: str =
         out.append(prefix)
     async with ctx.reply.working("typing"):
         try:
-            result = await _ask(ctx, out, model, messages)
+            result = await _ask(ctx, out, model, messages, feature)
         except (ModelError, UserError):
             await out.abort()
             raise
         await out.finish(result.note)
-    await _remember(ctx, model, result.messages, result.text, result, feature, out)
+    await _remember(ctx, result.text, out)
     return result.text
 
 
 async def _ask(ctx: Context, out: Any, model: str,
-               messages: list[dict[str, Any]]) -> _Answer:
+               messages: list[dict[str, Any]], feature: str) -> _Answer:
     """One answer, shrinking the context when the server says it is too long for it."""
     for attempt in range(SHRINKS + 1):
         try:
             max_tokens = await answer_room(ctx, model, messages)
-            return await _ask_once(ctx, out, model, messages, max_tokens)
+            return await _ask_once(ctx, out, model, messages, max_tokens, feature)
         except ContextOverflow as e:
             if attempt == SHRINKS:
                 raise
@@ -372,8 +371,8 @@ async def _ask(ctx: Context, out: Any, model: str,
 
 
 async def _ask_once(ctx: Context, out: Any, model: str, messages: list[dict[str, Any]],
-                    max_tokens: int) -> _Answer:
-    stream = await ctx.ai.chat_stream(model, messages, max_tokens=max_tokens)
+                    max_tokens: int, feature: str) -> _Answer:
+    stream = await ctx.ai.chat_stream(model, messages, max_tokens=max_tokens, feature=feature)
     try:
         async for delta in stream:
             out.append(delta)
@@ -381,43 +380,28 @@ async def _ask_once(ctx: Context, out: Any, model: str, messages: list[dict[str,
         if not stream.text:
             raise
         log.warning("answer interrupted in %s: %s", ctx.channel, e.kind)
-        return _Answer(stream.text, messages, stream.prompt_tokens, stream.completion_tokens,
-                       f"⚠️ {e.message}")
+        return _Answer(stream.text, messages, f"⚠️ {e.message}")
     if stream.text.strip():
         note = "…(answer cut at the length limit)" if stream.finish_reason == "length" else ""
-        return _Answer(stream.text, messages, stream.prompt_tokens, stream.completion_tokens,
-                       note)
+        return _Answer(stream.text, messages, note)
     if stream.refusal.strip():
         raise UserError(stream.refusal.strip())
     # An empty stream is a failed request (llama.cpp answers an over-long prompt with an
     # empty 200 when streaming): the same request unstreamed makes the server say why.
     log.warning("empty answer stream from %s in %s (%d events); asking again without "
                 "streaming", model, ctx.channel, stream.chunks)
-    text, prompt, completion, estimated = await ctx.ai.complete(model, messages,
-                                                                max_tokens=max_tokens)
+    text, _, _, _ = await ctx.ai.complete(model, messages, max_tokens=max_tokens,
+                                          feature=feature)
     if not text.strip():
         raise UserError(EMPTY_ANSWER)
     out.append(text)
-    if estimated:
-        return _Answer(text, messages)
-    return _Answer(text, messages, prompt, completion)
+    return _Answer(text, messages)
 
 
-async def _remember(ctx: Context, model: str, messages: list[dict[str, Any]], text: str,
-                    stream: Any, feature: str, out: Any) -> None:
+async def _remember(ctx: Context, text: str, out: Any) -> None:
     first = out.sent[0].id if out.sent else None
     await ctx.store.append_turn(ctx.channel, "assistant", text, ctx.ai.tokenizer.count(text),
                                 message_id=first)
-    estimated = stream.prompt_tokens is None
-    prompt = stream.prompt_tokens if not estimated else ctx.ai.estimate_messages(messages)
-    completion = stream.completion_tokens
-    if completion is None:
-        completion = ctx.ai.tokenizer.count(text)
-        estimated = True
-    await ctx.store.record_usage(UsageRow(
-        platform=ctx.inbound.channel.platform, channel=ctx.channel,
-        user_id=ctx.inbound.author.id, model=model, feature=feature,
-        prompt_tokens=prompt, completion_tokens=completion, estimated=estimated))
 
 
 async def converse(ctx: Context, content: str, *, feature: str = "chat",

@@ -39,7 +39,6 @@ from bot.errors import UserError
 from bot.events import Attachment
 from bot.media import NOT_AN_IMAGE, prepare_image_async, read_image
 from bot.replies import OutFile, Sent
-from bot.store import UsageRow
 from handlers.chat import user_content
 
 log = logging.getLogger(__name__)
@@ -166,8 +165,7 @@ async def _replace(ctx: Context, placeholder: Sent, text: str) -> None:
 
 async def _produce(
     ctx: Context, placeholder_text: str, make: Callable[[], Awaitable[ImageResult]],
-    *, model: str, history_text: str, summary: Callable[[ImageResult, tuple[int, int]], str],
-    prompt_for_usage: str,
+    *, history_text: str, summary: Callable[[ImageResult, tuple[int, int]], str],
 ) -> None:
     """Placeholder, upload_photo, request, photos; the placeholder ends as the summary, or
     the router's error reply takes its place."""
@@ -182,22 +180,16 @@ async def _produce(
     size = imaging.image_size(result.images[0].data) or (0, 0)
     await _replace(ctx, placeholder, summary(result, size))
     try:
-        await _remember(ctx, result, sent, model=model, history_text=history_text,
-                        prompt=prompt_for_usage)
+        await _remember(ctx, result, sent, history_text=history_text)
     except Exception:
         log.exception("could not store generated images in %s", ctx.channel)
 
 
-async def _remember(ctx: Context, result: ImageResult, sent: list[Sent], *, model: str,
-                    history_text: str, prompt: str) -> None:
-    """Usage; then history: the request, an assistant turn naming the image, the pictures."""
+async def _remember(ctx: Context, result: ImageResult, sent: list[Sent], *,
+                    history_text: str) -> None:
+    """History: the request, an assistant turn naming the image, the pictures (the AI
+    layer recorded the usage)."""
     store = ctx.store
-    reported = bool(result.input_tokens or result.output_tokens)
-    await store.record_usage(UsageRow(
-        platform=ctx.inbound.channel.platform, channel=ctx.channel,
-        user_id=ctx.inbound.author.id, model=model, feature="image",
-        prompt_tokens=result.input_tokens if reported else ctx.ai.tokenizer.count(prompt),
-        completion_tokens=result.output_tokens, estimated=not reported))
     asked = user_content(ctx.inbound)
     if asked:
         await store.append_turn(ctx.channel, "user", asked, ctx.ai.tokenizer.count(asked),
@@ -293,8 +285,7 @@ async def draw_cmd(ctx: Context) -> None:
         ctx, DRAWING,
         lambda: ctx.ai.generate_images(model, req.prompt, size=req.size, quality=req.quality,
                                        n=req.count),
-        model=model, history_text=f"[image generated for: {req.prompt}]", summary=summary,
-        prompt_for_usage=req.prompt)
+        history_text=f"[image generated for: {req.prompt}]", summary=summary)
 
 
 @command(
@@ -336,9 +327,8 @@ async def edit_cmd(ctx: Context) -> None:
             text += f"\n_Note: {'; '.join(notes)}._"
         return text
 
-    await _produce(ctx, EDITING, make, model=model,
-                   history_text=f"[image edited for: {prompt}]", summary=summary,
-                   prompt_for_usage=prompt)
+    await _produce(ctx, EDITING, make,
+                   history_text=f"[image edited for: {prompt}]", summary=summary)
 
 
 @command(
@@ -371,6 +361,5 @@ async def variation_cmd(ctx: Context) -> None:
         what = "variation" if len(result.images) == 1 else "variations"
         return f"🎨 {len(result.images)} {what} of your image ({_details(out, model)})."
 
-    await _produce(ctx, VARYING, make, model=model,
-                   history_text="[image variation generated]", summary=summary,
-                   prompt_for_usage=VARIATION_PROMPT)
+    await _produce(ctx, VARYING, make,
+                   history_text="[image variation generated]", summary=summary)

@@ -17,13 +17,10 @@ from bot.commands import Handler, Param, command
 from bot.context import Context
 from bot.errors import UserError
 from bot.replies import OutFile, Sent
-from bot.store import UsageRow
 
 log = logging.getLogger(__name__)
 
 TTS_LIMIT = 4096  # characters the speech endpoint accepts per request
-# rough audio output tokens per second of speech (gpt-4o-mini-tts bills ~1,250 a minute)
-TTS_TOKENS_PER_SECOND = 21
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 MODES = {"on": "always", "off": "never", "auto": "auto"}
 MODE_LABEL = {"always": "on (every answer is spoken)",
@@ -98,12 +95,6 @@ async def speak(ctx: Context, text: str) -> Sent | None:
         raw = await ctx.ai.speech(model, words, voice=voice, speed=speed,
                                   instructions=tone or None, fmt="opus")
         clip = await audio.to_voice(raw)
-    await ctx.store.record_usage(UsageRow(
-        platform=ctx.inbound.channel.platform, channel=ctx.channel,
-        user_id=ctx.inbound.author.id, model=model, feature="tts",
-        prompt_tokens=ctx.ai.tokenizer.count(words),
-        completion_tokens=max(1, round(clip.duration * TTS_TOKENS_PER_SECOND)),
-        estimated=True))
     async with ctx.reply.working("upload_voice"):
         return await ctx.reply.send_file(OutFile(
             data=clip.data, filename="voice-answer.ogg", mime="audio/ogg", kind="voice",

@@ -19,14 +19,11 @@ from bot.commands import Param, command
 from bot.context import Context
 from bot.errors import ModelError, UserError
 from bot.events import Attachment, Inbound
-from bot.store import UsageRow
 from handlers import speech
 from handlers.chat import converse, user_content
 
 log = logging.getLogger(__name__)
 
-# rough audio input tokens per second (gpt-4o-transcribe bills ~1,000 a minute)
-AUDIO_TOKENS_PER_SECOND = 17
 PARALLEL_CHUNKS = 4
 QUOTE_LIMIT = 1500  # longer transcripts are shown as their own message instead of quoted
 AUDIO_EXTENSIONS = {".ogg", ".oga", ".opus", ".mp3", ".wav", ".m4a", ".flac", ".webm",
@@ -85,13 +82,12 @@ async def transcribe_parts(ctx: Context, parts: list[AudioPart]) -> str:
 
     async def one(part: AudioPart) -> str:
         async with limit:
-            text = await ctx.ai.transcribe(model, (part.filename, part.data, part.mime))
+            text = await ctx.ai.transcribe(model, (part.filename, part.data, part.mime),
+                                           seconds=part.duration)
             return text.strip()
 
     texts = await asyncio.gather(*(one(p) for p in parts))
-    text = " ".join(t for t in texts if t)
-    await _record(ctx, model, "transcribe", sum(p.duration for p in parts), text)
-    return text
+    return " ".join(t for t in texts if t)
 
 
 async def transcribe(ctx: Context, att: Attachment) -> str:
@@ -131,14 +127,6 @@ async def transcribe(ctx: Context, att: Attachment) -> str:
     if not text.strip():
         raise AudioError(NO_SPEECH)
     return text.strip()
-
-
-async def _record(ctx: Context, model: str, feature: str, seconds: float, text: str) -> None:
-    await ctx.store.record_usage(UsageRow(
-        platform=ctx.inbound.channel.platform, channel=ctx.channel,
-        user_id=ctx.inbound.author.id, model=model, feature=feature,
-        prompt_tokens=max(1, round(seconds * AUDIO_TOKENS_PER_SECOND)),
-        completion_tokens=ctx.ai.tokenizer.count(text) if text else 0, estimated=True))
 
 
 def _quote(text: str) -> str:
@@ -196,7 +184,8 @@ async def translate_parts(ctx: Context, parts: list[AudioPart]) -> str:
     model = ctx.config.voice.translate_model
     if model:
         try:
-            texts = [await ctx.ai.translate_audio(model, (p.filename, p.data, p.mime))
+            texts = [await ctx.ai.translate_audio(model, (p.filename, p.data, p.mime),
+                                                  seconds=p.duration)
                      for p in parts]
         except ModelError as e:
             if e.kind not in _NO_TRANSLATIONS:
@@ -204,19 +193,13 @@ async def translate_parts(ctx: Context, parts: list[AudioPart]) -> str:
             log.info("audio translations unavailable with %s (%s); using the chat model",
                      model, e.kind)
         else:
-            text = " ".join(t.strip() for t in texts if t.strip())
-            await _record(ctx, model, "transcribe", sum(p.duration for p in parts), text)
-            return text
+            return " ".join(t.strip() for t in texts if t.strip())
     transcript = await transcribe_parts(ctx, parts)
     if not transcript.strip():
         raise AudioError(NO_SPEECH)
     chat_model = await ctx.setting("model", ctx.config.models.chat)
     messages = [{"role": "system", "content": TRANSLATE_PROMPT},
                 {"role": "user", "content": transcript}]
-    text, prompt, completion, estimated = await ctx.ai.complete(
-        chat_model, messages, max_tokens=ctx.config.chat.max_output_tokens)
-    await ctx.store.record_usage(UsageRow(
-        platform=ctx.inbound.channel.platform, channel=ctx.channel,
-        user_id=ctx.inbound.author.id, model=chat_model, feature="translate",
-        prompt_tokens=prompt, completion_tokens=completion, estimated=estimated))
+    text, _, _, _ = await ctx.ai.complete(
+        chat_model, messages, max_tokens=ctx.config.chat.max_output_tokens, feature="voice_in")
     return text

@@ -115,8 +115,10 @@ async def test_draw_gpt_image_size_quality(chat: Driver) -> None:
     assert "1536x1024" in status(replies)
     assert chat.app is not None
     (row,) = await chat.app.store.usage_rows()
-    assert row.feature == "image" and row.model == "gpt-image-2" and not row.estimated
+    assert row.feature == "images" and row.model == "gpt-image-2" and not row.estimated
     assert row.prompt_tokens > 0 and row.completion_tokens == 4160
+    # gpt-image-2 bills tokens: $5 per 1M text input tokens, $30 per 1M output tokens
+    assert row.cost == pytest.approx(row.prompt_tokens * 5e-6 + 4160 * 30e-6)
 
 
 @pytest.mark.parametrize("config_text", [DALLE3])
@@ -140,7 +142,9 @@ async def test_draw_dalle2_small_squares(chat: Driver) -> None:
     assert [i.size for i in photos(replies)] == [(256, 256), (256, 256)]
     assert chat.app is not None
     (row,) = await chat.app.store.usage_rows()
-    assert row.estimated and row.completion_tokens == 0
+    # dall-e-2 bills per image: the count is exact, the price comes from the table
+    assert not row.estimated and (row.unit, row.units) == ("images", 2)
+    assert row.cost == pytest.approx(2 * 0.016)
 
 
 @pytest.mark.parametrize(

@@ -80,7 +80,7 @@ async def test_voice_note_gets_text_and_voice_answer(chat: Driver) -> None:
     assert tts.json["response_format"] == "opus"
     assert chat.app is not None
     features = [r.feature for r in await chat.app.store.usage_rows()]
-    assert sorted(features) == ["chat", "transcribe", "tts"]
+    assert sorted(features) == ["chat", "speech_out", "voice_in"]
 
 
 async def test_transcript_is_part_of_the_history(chat: Driver) -> None:
@@ -283,7 +283,8 @@ async def test_say_speaks_the_text(chat: Driver) -> None:
     assert_opus(spoken.files[0].data)
     assert chat.app is not None
     (row,) = await chat.app.store.usage_rows()
-    assert row.feature == "tts" and row.estimated and row.completion_tokens > 0
+    # GPT speech models report their tokens at the end of the SSE stream
+    assert row.feature == "speech_out" and not row.estimated and row.completion_tokens > 0
 
 
 async def test_say_without_text(chat: Driver) -> None:
