@@ -328,6 +328,16 @@ def count_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
+def _image_input_tokens(w: int, h: int) -> int:
+    """Input image tokens of an edited image: 85 + 170 per 512-px tile once scaled to fit
+    2048 px with the short side at most 768 (the published image-input formula)."""
+    scale = min(1.0, 2048 / max(w, h))
+    w, h = w * scale, h * scale
+    scale = min(1.0, 768 / min(w, h))
+    w, h = w * scale, h * scale
+    return 85 + 170 * math.ceil(w / 512) * math.ceil(h / 512)
+
+
 def _rand_id(prefix: str, n: int = 24) -> str:
     alphabet = string.ascii_letters + string.digits
     return prefix + "".join(secrets.choice(alphabet) for _ in range(n))
@@ -608,7 +618,15 @@ class FakeOpenAI:
         self.latency: float = 0.0
         self.chunk_delay: float = 0.0
         self.chunk_size: int = 4
+        # like servers that report no usage: chat, images, transcriptions, speech (SSE),
+        # embeddings answer without their `usage` objects
         self.omit_usage: bool = False
+        # automatic prompt caching as api.openai.com does it: a prompt of 1,024 tokens or
+        # more whose leading messages repeat an earlier request's (same model) reports the
+        # shared prefix, in 128-token steps, as prompt_tokens_details.cached_tokens
+        self.prompt_caching: bool = True
+        self._prompt_prefixes: dict[str, deque[list[str]]] = {}
+        self._cached_for: dict[int, int] = {}
         self.system_fingerprint: str = "fp_fake0000"
         self._replies: deque[str | _ToolCalls] = deque()
         self._reply_fn: ReplyFn | None = None
@@ -1139,6 +1157,8 @@ class FakeOpenAI:
                         and err.body["error"].get("type") == "exceed_context_size_error"):
                     return await self._empty_stream(request)
                 raise
+        else:
+            self._cached_for[id(body)] = self._prompt_cache(body, model)
         text_or_calls = self._next_answer(body)
         if body.get("stream"):
             return await self._chat_stream(request, body, model, text_or_calls)
@@ -1582,14 +1602,40 @@ class FakeOpenAI:
                 total += 85 * n
         return total, 85 * images
 
+    def _prompt_cache(self, body: Json, model: str) -> int:
+        """Cached prompt tokens of this request, and remember its prefix for later ones."""
+        if not self.prompt_caching:
+            return 0
+        marks = [hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()
+                 for m in body["messages"]]
+        sizes = []
+        for msg in body["messages"]:
+            parts = msg.get("content") if isinstance(msg.get("content"), list) else []
+            n = sum(1 for p in parts if isinstance(p, dict) and p.get("type") == "image_url")
+            sizes.append(3 + count_tokens(self.message_text(msg)) + 85 * n)
+        seen = self._prompt_prefixes.setdefault(model, deque(maxlen=64))
+        shared = 0
+        for earlier in seen:
+            k = 0
+            while k < min(len(earlier), len(marks)) and earlier[k] == marks[k]:
+                k += 1
+            shared = max(shared, k)
+        seen.append(marks)
+        tokens = 3 + sum(sizes[:shared]) if shared else 0
+        prompt = 3 + sum(sizes)
+        if tokens < 1024 or prompt < 1024:
+            return 0
+        return min(prompt, tokens) // 128 * 128
+
     def _usage(self, body: Json, model: str, completion: int) -> Json:
         prompt, image_tokens = self._prompt_tokens(body)
+        cached = self._cached_for.pop(id(body), 0)
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {
-                "cached_tokens": 0,
+                "cached_tokens": cached,
                 "audio_tokens": 0,
                 "image_tokens": image_tokens,
             },
@@ -1807,7 +1853,10 @@ class FakeOpenAI:
             )
             data.append({"object": "embedding", "index": index, "embedding": emb})
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return web.json_response({"object": "list", "data": data, "model": model, "usage": usage})
+        result: Json = {"object": "list", "data": data, "model": model, "usage": usage}
+        if self.omit_usage:
+            del result["usage"]
+        return web.json_response(result)
 
     # ----------------------------------------------------------------- images
 
@@ -1944,7 +1993,7 @@ class FakeOpenAI:
 
     def _images_response(
         self, model: str, prompt: str, w: int, h: int, n: int, fmt: str, quality: str, rf: str,
-        *, transparent: bool = False,
+        *, transparent: bool = False, inputs: Iterable[tuple[int, int]] = (),
     ) -> Json:  # fmt: skip
         gpt = model.startswith(("gpt-image", "chatgpt-image"))
         data = []
@@ -1961,8 +2010,9 @@ class FakeOpenAI:
                 item["revised_prompt"] = f"A detailed image of: {prompt}"
             data.append(item)
         result: Json = {"created": int(time.time()), "data": data}
-        if gpt:
+        if gpt and not self.omit_usage:
             text_tokens = count_tokens(prompt)
+            image_tokens = sum(_image_input_tokens(iw, ih) for iw, ih in inputs)
             out = {"low": 272, "medium": 1056, "high": 4160}.get(quality, 1056) * n
             result.update(
                 background="transparent" if transparent else "opaque",
@@ -1970,13 +2020,17 @@ class FakeOpenAI:
                 quality=quality,
                 size=f"{w}x{h}",
                 usage={
-                    "input_tokens": text_tokens,
-                    "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": 0},
+                    "input_tokens": text_tokens + image_tokens,
+                    "input_tokens_details": {"text_tokens": text_tokens,
+                                             "image_tokens": image_tokens},
                     "output_tokens": out,
                     "output_tokens_details": {"text_tokens": 0, "image_tokens": out},
-                    "total_tokens": text_tokens + out,
+                    "total_tokens": text_tokens + image_tokens + out,
                 },
             )
+        elif gpt:
+            result.update(background="transparent" if transparent else "opaque",
+                          output_format=fmt, quality=quality, size=f"{w}x{h}")
         return result
 
     async def _image_generations(self, request: web.Request) -> web.Response:
@@ -2110,7 +2164,8 @@ class FakeOpenAI:
         )
         transparent = params.get("background") == "transparent"
         result = self._images_response(
-            model, str(params["prompt"]), w, h, n, fmt, quality, rf, transparent=transparent
+            model, str(params["prompt"]), w, h, n, fmt, quality, rf, transparent=transparent,
+            inputs=[im.size for im in opened],
         )
         return web.json_response(result)
 
@@ -2236,11 +2291,11 @@ class FakeOpenAI:
                 ]
             if "segment" not in grans and grans:
                 del result["segments"]
-            if task == "transcribe":
+            if task == "transcribe" and not self.omit_usage:
                 result["usage"] = seconds_usage
             return web.json_response(result)
         result = {"text": text}
-        if task == "transcribe":
+        if task == "transcribe" and not self.omit_usage:
             if model == "whisper-1":
                 result["usage"] = seconds_usage
             else:
@@ -2368,7 +2423,10 @@ class FakeOpenAI:
         tokens = count_tokens(text)
         usage = {"input_tokens": tokens, "output_tokens": len(audio) // 100,
                  "total_tokens": tokens + len(audio) // 100}  # fmt: skip
-        await resp.write(_sse({"type": "speech.audio.done", "usage": usage}))
+        done: Json = {"type": "speech.audio.done"}
+        if not self.omit_usage:
+            done["usage"] = usage
+        await resp.write(_sse(done))
         await resp.write_eof()
         return resp
 
