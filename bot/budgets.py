@@ -33,6 +33,8 @@ _ADJECTIVE = {"day": "daily", "month": "monthly"}
 _OWNER = {"user": "your", "chat": "this chat's", "global": "the bot's"}
 # prune per-period memory once this many budget slots are kept
 _PRUNE_AT = 50_000
+# dollar sums are floats: a nano-dollar of slack keeps $0.02 + $0.02 at 80% of $0.05
+EPSILON = 1e-9
 
 Slot = tuple[str, str, str]  # (scope, key, period key)
 
@@ -267,7 +269,7 @@ class Budgets:
         if not (caller.admitted or self.exempt(caller)):
             for limit, done in zip(limits, spent, strict=True):
                 used = done + self._reserved.get(limit.slot, 0.0)
-                if used >= limit.amount or used + estimate > limit.amount + 1e-12:
+                if used >= limit.amount - EPSILON or used + estimate > limit.amount + EPSILON:
                     log.info("budget: refused %s in %s: %s %s budget %s of %s used",
                              caller.user_key, caller.channel, limit.scope, limit.name(),
                              usd(used), usd(limit.amount))
@@ -284,7 +286,7 @@ class Budgets:
         """Drop a request's reservation (it finished or failed)."""
         for slot in hold.slots:
             left = self._reserved.get(slot, 0.0) - hold.amount
-            if left > 1e-12:
+            if left > EPSILON:
                 self._reserved[slot] = left
             else:
                 self._reserved.pop(slot, None)
@@ -303,7 +305,7 @@ class Budgets:
             if slot in self._spent:
                 self._spent[slot] += cost
                 if (not exempt and slot not in self._warned
-                        and self._spent[slot] >= WARN_AT * limit.amount):
+                        and self._spent[slot] >= WARN_AT * limit.amount - EPSILON):
                     self._warned.add(slot)
                     crossed.append(limit)
             else:

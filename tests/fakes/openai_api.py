@@ -627,6 +627,9 @@ class FakeOpenAI:
         self.prompt_caching: bool = True
         self._prompt_prefixes: dict[str, deque[list[str]]] = {}
         self._cached_for: dict[int, int] = {}
+        # every usage object the fake put in a response, with its path: what a bot that
+        # records usage exactly must have recorded
+        self.reported_usage: list[tuple[str, Json]] = []
         self.system_fingerprint: str = "fp_fake0000"
         self._replies: deque[str | _ToolCalls] = deque()
         self._reply_fn: ReplyFn | None = None
@@ -1630,7 +1633,7 @@ class FakeOpenAI:
     def _usage(self, body: Json, model: str, completion: int) -> Json:
         prompt, image_tokens = self._prompt_tokens(body)
         cached = self._cached_for.pop(id(body), 0)
-        return {
+        usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
@@ -1646,6 +1649,9 @@ class FakeOpenAI:
                 "rejected_prediction_tokens": 0,
             },
         }
+        if not self.omit_usage:
+            self.reported_usage.append(("/chat/completions", usage))
+        return usage
 
     async def _empty_stream(self, request: web.Request) -> web.StreamResponse:
         """llama.cpp (llama-cpp-python) streaming an over-long prompt: headers, no events."""
@@ -1856,6 +1862,8 @@ class FakeOpenAI:
         result: Json = {"object": "list", "data": data, "model": model, "usage": usage}
         if self.omit_usage:
             del result["usage"]
+        else:
+            self.reported_usage.append(("/embeddings", usage))
         return web.json_response(result)
 
     # ----------------------------------------------------------------- images
@@ -2028,6 +2036,7 @@ class FakeOpenAI:
                     "total_tokens": text_tokens + image_tokens + out,
                 },
             )
+            self.reported_usage.append(("/images", result["usage"]))
         elif gpt:
             result.update(background="transparent" if transparent else "opaque",
                           output_format=fmt, quality=quality, size=f"{w}x{h}")
@@ -2293,6 +2302,7 @@ class FakeOpenAI:
                 del result["segments"]
             if task == "transcribe" and not self.omit_usage:
                 result["usage"] = seconds_usage
+                self.reported_usage.append(("/audio/transcriptions", seconds_usage))
             return web.json_response(result)
         result = {"text": text}
         if task == "transcribe" and not self.omit_usage:
@@ -2306,6 +2316,7 @@ class FakeOpenAI:
                     "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
                     "output_tokens": out, "total_tokens": audio_tokens + out,
                 }  # fmt: skip
+            self.reported_usage.append(("/audio/transcriptions", result["usage"]))
         return web.json_response(result)
 
     async def _transcriptions(self, request: web.Request) -> web.Response:
@@ -2426,6 +2437,7 @@ class FakeOpenAI:
         done: Json = {"type": "speech.audio.done"}
         if not self.omit_usage:
             done["usage"] = usage
+            self.reported_usage.append(("/audio/speech", usage))
         await resp.write(_sse(done))
         await resp.write_eof()
         return resp
