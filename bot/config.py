@@ -368,10 +368,15 @@ def _validate_webhook(tg: TelegramSection) -> None:
 
 
 def _validate_usage(config: Config) -> None:
-    """The budget timezone must exist and an owner's price file must parse."""
+    """Budgets are dollars >= 0, the budget timezone must exist, a price file must parse."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from bot.prices import load_override
+
+    for f in fields(BudgetsSection):
+        value = getattr(config.budgets, f.name)
+        if isinstance(value, float) and not 0 <= value < float("inf"):
+            raise ConfigError(f"config: budgets.{f.name} must not be negative")
 
     try:
         ZoneInfo(config.budgets.timezone)

@@ -37,6 +37,10 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[voice]\nspeed = 9\n", "voice.speed must be between 0.25 and 4.0"),
         ("[voice]\nvoice = 'robot'\n", "voice.voice must be one of voice.voices"),
         ("[openai]\nconnection_pools = 0\n", "openai.connection_pools must be between 1 and 64"),
+        ("[budgets]\ntimezone = 'Mars/Olympus'\n", "budgets.timezone: unknown timezone"),
+        ("[budgets]\nuser_daily = -1\n", "budgets.user_daily must not be negative"),
+        ("[budgets]\nglobal_monthly = 'lots'\n", "budgets.global_monthly must be a float"),
+        ("[usage]\nprices = 'no-such-prices.toml'\n", "usage.prices: file not found"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
