@@ -7,6 +7,7 @@ requests per day instead, and the axis says so.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -20,10 +21,23 @@ COLOURS = {
     "voice_in": (0, 158, 115), "speech_out": (204, 121, 167), "assistant": (213, 94, 0),
     "tools": (240, 228, 66), "embeddings": (110, 110, 110),
 }
-WIDTH, HEIGHT = 1000, 560
+WIDTH, HEIGHT = 960, 540
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 90, 30, 70, 120
 INK = (33, 33, 33)
 GRID = (225, 225, 225)
+WHITE = (255, 255, 255)
+
+
+@functools.cache
+def _palette() -> Image.Image:
+    """Every colour the chart uses plus an ink-to-white ramp for smooth text edges: the PNG
+    is saved as a palette image, a third of the bytes to filter and compress."""
+    colours = [WHITE, INK, GRID, *COLOURS.values()]
+    colours += [tuple(round(i + (255 - i) * k / 15) for i in INK) for k in range(1, 15)]
+    flat = [c for colour in colours for c in colour]
+    pal = Image.new("P", (1, 1))
+    pal.putpalette(flat + [0] * (768 - len(flat)))
+    return pal
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +49,7 @@ class Series:
     values: list[float]
 
 
+@functools.cache
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
@@ -125,5 +140,5 @@ def render(days: list[str], series: list[Series], *, title: str, dollars: bool =
         draw.text((x + 22, y + 1), s.label, fill=INK, font=font)
         x += 22 + draw.textlength(s.label, font=font) + 26
     out = io.BytesIO()
-    img.save(out, "PNG", optimize=False)
+    img.quantize(palette=_palette(), dither=Image.Dither.NONE).save(out, "PNG", compress_level=1)
     return out.getvalue()
