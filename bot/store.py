@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -580,21 +580,6 @@ class Store:
             raise
         await self.db.execute("COMMIT")
         return int(changed or 0)
-
-    async def import_usage(self, rows: Iterable[UsageRow]) -> None:
-        """Many rows in one transaction (benchmarks, imports); the rollup follows."""
-        await self.db.execute("BEGIN")
-        try:
-            await self.db.executemany(
-                f"INSERT INTO usage ({self._USAGE_COLUMNS}) VALUES"
-                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((r.platform, r.channel, r.user_id, r.model, r.feature, r.prompt_tokens,
-                  r.completion_tokens, int(r.estimated), r.cached_tokens, r.units, r.unit,
-                  r.cost, r.created, r.day, r.chat or chat_of(r.channel)) for r in rows))
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
-        await self.db.execute("COMMIT")
 
     # --- budgets -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ them after the answer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -99,7 +100,7 @@ class Charge:
             return
         self.finished = True
         if usage is None:
-            usage = Usage(**{**_fields(self.estimate), "estimated": True})
+            usage = dataclasses.replace(self.estimate, estimated=True)
         await self.meter._record(self, usage)
 
     def cancel(self) -> None:
@@ -107,10 +108,6 @@ class Charge:
         if not self.finished:
             self.finished = True
             self.meter.budgets.release(self.hold)
-
-
-def _fields(usage: Usage) -> dict[str, object]:
-    return {name: getattr(usage, name) for name in Usage.__slots__}  # type: ignore[attr-defined]
 
 
 class Meter:
