@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CHART_DAYS = 30
 TOP = 10
-EXPORT_ROWS = 200_000
+EXPORT_ROWS = 100_000
 ADMINS_ONLY = "Only bot admins can use `/usage {what}`."
 BUDGET_ADMINS_ONLY = "Only bot admins can change budgets."
 BUDGET_USAGE = ("Usage: `/budget` shows your budgets; admins: "
