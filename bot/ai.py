@@ -759,7 +759,10 @@ class AI(MediaAI):
                 raise map_error(e, model=model, what="chat") from e
             finally:
                 await stream.close()
-                await charge.done(self._chat_usage(reported, messages, result.text))
+                if result.chunks or reported:
+                    await charge.done(self._chat_usage(reported, messages, result.text))
+                else:  # an empty 200 (llama.cpp on an over-long prompt): nothing was made
+                    charge.cancel()
 
         result._iter = deltas()
         return result
