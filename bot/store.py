@@ -267,6 +267,9 @@ class Store:
         self._settings_cap = settings_cache
         # channels known to hold no images: most never do, and chat asks on every message
         self._imageless: set[str] = set()
+        # a second, read-only connection for long report queries (admin /usage all, CSV
+        # exports): WAL lets it read while the main one keeps serving messages
+        self._reports: aiosqlite.Connection | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -300,8 +303,21 @@ class Store:
                 f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;"
             )
 
+    async def _report_db(self) -> aiosqlite.Connection:
+        """The report connection (the main one for an in-memory database)."""
+        if self.path == ":memory:":
+            return self.db
+        if self._reports is None:
+            self._reports = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._reports.execute("PRAGMA query_only=ON")
+            await self._reports.execute("PRAGMA busy_timeout=5000")
+        return self._reports
+
     async def close(self) -> None:
         """Commit and close; WAL content is checkpointed so the file stands alone."""
+        if self._reports is not None:
+            await self._reports.close()
+            self._reports = None
         if self._db is not None:
             await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             await self._db.close()
@@ -504,7 +520,8 @@ class Store:
 
     async def usage_between(self, start: float, end: float, limit: int) -> list[UsageRow]:
         """Raw rows created in [start, end), oldest first, at most `limit` (exports)."""
-        rows = await self.db.execute_fetchall(
+        db = await self._report_db()
+        rows = await db.execute_fetchall(
             f"SELECT {self._USAGE_COLUMNS} FROM usage WHERE created >= ? AND created < ?"
             " ORDER BY created, id LIMIT ?", (start, end, limit))
         return [UsageRow(*r[:7], bool(r[7]), *r[8:]) for r in rows]
@@ -522,13 +539,15 @@ class Store:
     ) -> list[UsageSum]:
         """Rollup totals for days [first_day, last_day] grouped by `by` (feature, model,
         day, day+feature, user, chat), for one user (platform, id), one chat or everyone;
-        the most expensive groups first."""
+        the most expensive groups first. Whole-bot sums, which read every row of the
+        period, go through the report connection."""
         groups = {"feature": "feature", "model": "model", "day": "day",
                   "day_feature": "day || ' ' || feature", "user": "platform || ':' || user_id",
                   "chat": "chat"}
         key = groups[by]
         where, params = self._who(user, chat)
-        rows = await self.db.execute_fetchall(
+        db = self.db if user is not None or chat is not None else await self._report_db()
+        rows = await db.execute_fetchall(
             f"SELECT {key}, {self._SUM_COLUMNS} FROM usage_daily"
             f" WHERE day >= ? AND day <= ?{where} GROUP BY 1"
             " ORDER BY TOTAL(cost) DESC, SUM(requests) DESC LIMIT ?",
