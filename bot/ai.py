@@ -342,6 +342,11 @@ class MediaAI:
             await charge.done(self._image_usage(model, result, size, None, ""))
         return result
 
+    async def check_images(self, model: str, n: int, size: str | None,
+                           quality: str | None) -> None:
+        """Refuse images over budget before a handler posts its "Drawing…" message."""
+        await self.meter.check("images", model, _image_estimate(model, n, size, quality))
+
     def _image_usage(self, model: str, result: ImageResult, size: str | None,
                      quality: str | None, prompt: str) -> Usage:
         """The tokens GPT-image models report; else the image count (exact for models

@@ -253,6 +253,16 @@ class Budgets:
                                                chat=limit.key)
         return await self.store.usage_cost(period.first_day, period.last_day)
 
+    async def check(self, caller: Caller, estimate: float, now: float) -> None:
+        """Refuse (BudgetExceeded) as admit() would, reserving nothing: lets a handler
+        answer a refusal before it posts a progress message."""
+        if not self.active or caller.admitted or self.exempt(caller):
+            return
+        for limit in self.limits(caller, now):
+            used = await self.spent(limit) + self._reserved.get(limit.slot, 0.0)
+            if used >= limit.amount - EPSILON or used + estimate > limit.amount + EPSILON:
+                raise BudgetExceeded(self.refusal(limit, used, now), limit)
+
     async def admit(self, caller: Caller, estimate: float, now: float) -> Hold:
         """Refuse (BudgetExceeded) or reserve `estimate` dollars on every budget that applies.
 

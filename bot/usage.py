@@ -148,6 +148,12 @@ class Meter:
         hold = await self.budgets.admit(caller, cost, self.clock())
         return Charge(self, caller, feature, model, estimate, hold)
 
+    async def check(self, feature: str, model: str, estimate: Usage) -> None:
+        """Would start() refuse? (BudgetExceeded; nothing is reserved.) For replies that
+        should not begin with a progress message; start() still checks for real."""
+        await self.budgets.check(current_caller(), self.prices.estimate(model, estimate),
+                                 self.clock())
+
     @asynccontextmanager
     async def request(self, feature: str, model: str,
                       estimate: Usage) -> AsyncIterator[Charge]:

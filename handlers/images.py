@@ -281,6 +281,7 @@ async def draw_cmd(ctx: Context) -> None:
         details = _details(size, req.quality, model)
         return f"🎨 {_plural(len(result.images))} for “{_short(req.prompt)}” ({details})."
 
+    await ctx.ai.check_images(model, req.count, req.size, req.quality)
     await _produce(
         ctx, DRAWING,
         lambda: ctx.ai.generate_images(model, req.prompt, size=req.size, quality=req.quality,
@@ -327,6 +328,7 @@ async def edit_cmd(ctx: Context) -> None:
             text += f"\n_Note: {'; '.join(notes)}._"
         return text
 
+    await ctx.ai.check_images(model, 1, size, quality)
     await _produce(ctx, EDITING, make,
                    history_text=f"[image edited for: {prompt}]", summary=summary)
 
@@ -361,5 +363,6 @@ async def variation_cmd(ctx: Context) -> None:
         what = "variation" if len(result.images) == 1 else "variations"
         return f"🎨 {len(result.images)} {what} of your image ({_details(out, model)})."
 
+    await ctx.ai.check_images(model, count, size, None)
     await _produce(ctx, VARYING, make,
                    history_text="[image variation generated]", summary=summary)

@@ -133,6 +133,18 @@ async def test_budget_refuses_before_sending_and_warns_at_80_percent(
 
 
 @pytest.mark.parametrize("budgets", ["user_daily = 0.1"])
+async def test_images_over_budget_are_refused_unsent(chat: Driver, clock: Clock) -> None:
+    # one gpt-image-2 picture at "auto" quality is reserved at its list price, $0.211
+    replies = await say(chat, "/draw a lighthouse at dusk")
+    assert [r.text for r in replies] == [
+        "⛔ This would go over your daily budget: $0.00 of $0.10 used. It resets at 00:00 UTC "
+        "(in 12 h 0 min)."]
+    assert chat.openai.requests_to("/images/generations") == []
+    assert chat.app is not None
+    assert await chat.app.store.usage_rows() == []
+
+
+@pytest.mark.parametrize("budgets", ["user_daily = 0.1"])
 async def test_warning_is_given_once_per_period(chat: Driver, clock: Clock) -> None:
     answers = [await ask(chat) for _ in range(5)]  # $0.02 .. $0.10: 80% after the 4th
     warnings = [a for answer in answers for a in answer if a.startswith("⚠️")]
