@@ -510,3 +510,40 @@ async def test_embeddings_are_deterministic(client: openai.AsyncOpenAI) -> None:
         model="text-embedding-3-small", input="a", dimensions=8
     )
     assert len(small.data[0].embedding) == 8
+
+
+async def test_prompt_caching_reports_cached_tokens(fake: FakeOpenAI,
+                                                    client: openai.AsyncOpenAI) -> None:
+    system = {"role": "system", "content": "Keep this in mind. " * 300}  # ~1,400 tokens
+    first = await client.chat.completions.create(
+        model="gpt-5.4-mini", messages=[system, {"role": "user", "content": "one"}])
+    second = await client.chat.completions.create(
+        model="gpt-5.4-mini", messages=[system, {"role": "user", "content": "two"}])
+    short = await client.chat.completions.create(
+        model="gpt-5.4-mini", messages=[{"role": "user", "content": "hi"}] * 2)
+    assert first.usage and second.usage and short.usage
+    assert first.usage.prompt_tokens_details
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    details = second.usage.prompt_tokens_details
+    assert details and details.cached_tokens
+    # at least 1,024 tokens, in 128-token steps, never more than the prompt
+    assert details.cached_tokens >= 1024 and details.cached_tokens % 128 == 0
+    assert details.cached_tokens <= second.usage.prompt_tokens
+    assert short.usage.prompt_tokens_details
+    assert short.usage.prompt_tokens_details.cached_tokens == 0
+
+
+async def test_usage_shapes_match_the_sdk_types(fake: FakeOpenAI,
+                                                client: openai.AsyncOpenAI) -> None:
+    edit = await client.images.edit(model="gpt-image-2", image=("a.png", png(512, 512),
+                                                               "image/png"), prompt="blue")
+    assert edit.usage is not None and edit.usage.input_tokens_details.image_tokens > 0
+    assert edit.usage.input_tokens == (edit.usage.input_tokens_details.image_tokens
+                                       + edit.usage.input_tokens_details.text_tokens)
+    emb = await client.embeddings.create(model="text-embedding-3-small", input="x")
+    assert [path for path, _ in fake.reported_usage] == ["/images", "/embeddings"]
+    assert fake.reported_usage[1][1]["prompt_tokens"] == emb.usage.prompt_tokens
+    fake.omit_usage = True
+    bare = await client.images.generate(model="gpt-image-2", prompt="red")
+    assert bare.usage is None and bare.data
+    assert len(fake.reported_usage) == 2
