@@ -1,7 +1,8 @@
 """`python -m bot`: config -> store -> ai -> router -> adapters; runs until SIGINT/SIGTERM.
 
 Every platform whose token is set is started; with none (or --console) the terminal
-adapter is. A bad setting stops start-up with one line naming it and exit code 2.
+adapter is. Anything that stops start-up is one line on stderr: exit code 2 when a setting,
+token or file permission must be changed, 1 when something failed at run time.
 """
 
 from __future__ import annotations
@@ -9,15 +10,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bot.ai import AI, Tokenizer
-from bot.config import Config, ConfigError, load_config
+from bot.config import Config, ConfigError, apply_dotenv, load_config
+from bot.errors import StartupError
 from bot.router import Router
 from bot.store import Store
 from bot.usage import Meter
@@ -72,21 +78,33 @@ async def start_app(
     from handlers import registry
 
     store = Store(config.database_path)
-    await store.open()
+    try:
+        await store.open()
+    except (OSError, sqlite3.Error) as e:
+        with contextlib.suppress(Exception):
+            await store.close()
+        from bot.doctor import explain_database_error
+
+        raise StartupError(explain_database_error(config.database_path, e), 2) from e
     meter = Meter(config, store)
     await meter.open()
     ai = AI(config, tokenizer or Tokenizer(config.chat.tokenizer), meter=meter)
     ai.start_probe()  # in the background: a slow or absent AI server never delays start-up
     router = Router(config, store, ai, registry())
     app = App(config, store, ai, router)
-    try:
-        for adapter in adapters:
+    for adapter in adapters:
+        try:
             await adapter.start(router)
-            app.adapters.append(adapter)
-            log.info("%s adapter started", adapter.name)
-    except BaseException:
-        await app.stop()
-        raise
+        except BaseException as e:
+            if isinstance(e, Exception):
+                e.add_note(f"while starting the {adapter.name} adapter")
+            # the failed adapter may hold sessions of its own ("Unclosed client session")
+            with contextlib.suppress(Exception):
+                await adapter.stop()
+            await app.stop()
+            raise
+        app.adapters.append(adapter)
+        log.info("%s adapter started", adapter.name)
     return app
 
 
@@ -102,15 +120,80 @@ async def run(config: Config, *, console: bool) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    app = await start_app(config, adapters)
+    try:
+        app = await start_app(config, adapters)
+    except (StartupError, KeyboardInterrupt, asyncio.CancelledError):
+        raise
+    except ConfigError as e:
+        raise StartupError(str(e), 2) from e
+    except Exception as e:
+        # adapters raise StartupError for what they recognise; anything else still gets
+        # one line (the traceback is in the log at DEBUG level)
+        log.debug("start-up failed", exc_info=True)
+        raise StartupError(_one_line(e, config), 1) from e
+    health = asyncio.create_task(_keep_health_file(app, Path(config.health_path)))
     waiters = [asyncio.create_task(stop.wait())]
     waiters += [asyncio.create_task(a.finished.wait()) for a in adapters if hasattr(a, "finished")]
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     for w in waiters:
         w.cancel()
     log.info("shutting down")
+    health.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await health
     await app.stop()
     return 0
+
+
+def _one_line(e: BaseException, config: Config) -> str:
+    """`<where>: <what>` with secrets blanked (library messages may quote a token)."""
+    where = " ".join(getattr(e, "__notes__", ())) or "during start-up"
+    text = " ".join(str(e).split()) or type(e).__name__
+    for secret in (config.secrets.telegram_token, config.secrets.discord_token,
+                   config.secrets.openai_api_key):
+        if secret:
+            text = text.replace(secret, "***")
+    return (f"{type(e).__name__} {where}: {text[:300]} (check the network and the tokens; "
+            "`python -m bot doctor` tests each one)")
+
+
+# --- health file: what `python -m bot doctor --live` (the Docker HEALTHCHECK) reads ------
+
+HEALTH_INTERVAL = 10.0
+
+
+def health_status(app: App) -> dict[str, Any]:
+    """Alive now, and whether each platform connection is up (adapters may say `connected`)."""
+    return {"pid": os.getpid(), "updated": time.time(),
+            "platforms": {a.name: bool(getattr(a, "connected", True)) for a in app.adapters}}
+
+
+def write_health_file(path: Path, status: dict[str, Any]) -> None:
+    """Atomically replace the health file (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(status), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+async def _keep_health_file(app: App, path: Path) -> None:
+    """Rewrite the health file every HEALTH_INTERVAL seconds; remove it on the way out.
+
+    A few dozen bytes every ten seconds: cheaper than a thread hop, so written inline.
+    """
+    warned = False
+    try:
+        while True:
+            try:
+                write_health_file(path, health_status(app))
+            except OSError as e:
+                if not warned:
+                    log.warning("cannot write the health file %s (%s); set BOT_HEALTH_FILE "
+                                "to a writable path for `doctor --live`", path, e.strerror)
+                    warned = True
+            await asyncio.sleep(HEALTH_INTERVAL)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _loop_factory() -> Any:
@@ -140,17 +223,97 @@ def reserve_std_fds() -> None:
                 os.close(null)
 
 
+# --- command line ------------------------------------------------------------------------
+
+ENVIRONMENT = (
+    ("OPENAI_API_KEY", "API key of the AI server (any value for local servers without one)"),
+    ("OPENAI_BASE_URL", "an OpenAI-compatible server, e.g. http://localhost:11434/v1"),
+    ("TELEGRAM_BOT_TOKEN", "starts the Telegram adapter (token from @BotFather)"),
+    ("TELEGRAM_API_URL", "root of a self-hosted Bot API server"),
+    ("DISCORD_BOT_TOKEN", "starts the Discord adapter"),
+    ("BOT_CONFIG", "path of config.toml (like --config)"),
+    ("BOT_DATABASE", "SQLite database file (overrides [storage] path)"),
+    ("BOT_HEALTH_FILE", "where the running bot writes its health (default: <database>.health)"),
+)
+
+
+def version() -> str:
+    """The installed package's version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("gptbot")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def config_location(explicit: str | None) -> tuple[str, bool, str]:
+    """(path, required, where it came from): --config, then BOT_CONFIG, then ./config.toml."""
+    if explicit:
+        return explicit, True, "--config"
+    if os.environ.get("BOT_CONFIG"):
+        return os.environ["BOT_CONFIG"], True, "BOT_CONFIG"
+    return "config.toml", False, "default"
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    """The CLI; its epilog shows the environment and the config file this run would use."""
+    path, _, origin = config_location(None)
+    shown = Path(path).absolute()
+    state = "found" if shown.is_file() else "not found: defaults apply"
+    env_lines = "\n".join(f"  {name:<19} {text}" for name, text in ENVIRONMENT)
+    epilog = (
+        f"commands:\n  (none)   run the bot\n  init     write a commented config.toml and "
+        f".env.example here\n  doctor   check everything the bot needs, one line each\n\n"
+        f"environment (also read from ./.env; the real environment wins):\n{env_lines}\n\n"
+        f"config file: {shown} ({origin}; {state})\n\n"
+        "exit codes: 0 stopped cleanly, 1 runtime failure (e.g. a platform unreachable),\n"
+        "            2 configuration (bad setting, rejected token, unreadable file),\n"
+        "            130 interrupted"
+    )
+    parser = argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog,
+        description="gptbot: an AI chat bot for Telegram, Discord and the terminal.")
+    parser.add_argument("--config", metavar="PATH", default=None,
+                        help="config.toml to read (default: $BOT_CONFIG, else ./config.toml)")
+    parser.add_argument("--console", action="store_true",
+                        help="chat in the terminal even when platform tokens are set")
+    parser.add_argument("--version", action="version", version=f"gptbot {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="{init,doctor}")
+    init = sub.add_parser("init", help="write a commented config.toml and .env.example here")
+    init.add_argument("--dir", default=".", help="where to write them (default: here)")
+    doctor = sub.add_parser("doctor", help="check config, database, tokens, AI server, tools")
+    doctor.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="config.toml to check")
+    doctor.add_argument("--live", action="store_true",
+                        help="only: is a running bot alive with its platforms connected "
+                             "(reads its health file; for HEALTHCHECK)")
+    return parser
+
+
+def _prog() -> str:
+    return "gptbot" if Path(sys.argv[0]).name == "gptbot" else "python -m bot"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m bot` and the `gptbot` script."""
     reserve_std_fds()
-    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
-    parser.add_argument("--config", default=None,
-                        help="path to config.toml (default: $BOT_CONFIG or ./config.toml)")
-    parser.add_argument("--console", action="store_true",
-                        help="chat in the terminal even when platform tokens are set")
-    args = parser.parse_args(argv)
-    path = args.config or os.environ.get("BOT_CONFIG") or "config.toml"
-    required = bool(args.config or os.environ.get("BOT_CONFIG"))
+    try:
+        apply_dotenv()  # before anything reads the environment (BOT_CONFIG included)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args = build_parser(_prog()).parse_args(argv)
+    if args.command == "init":
+        from bot.doctor import init_files
+
+        return init_files(Path(args.dir))
+    path, required, _ = config_location(args.config)
+    if args.command == "doctor":
+        from bot.doctor import doctor_main
+
+        return doctor_main(path, required, live=args.live)
     try:
         config = load_config(path, required=required)
     except ConfigError as e:
@@ -166,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(run(config, console=args.console))
+    except StartupError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -196,7 +196,7 @@ def estimate_tokens(text: str) -> int:
 
 
 class Tokenizer:
-    """tiktoken for OpenAI models when its encoding is available offline, else an estimate.
+    """tiktoken's o200k_base (shipped in bot/data/, never downloaded), else an estimate.
 
     tiktoken counts OpenAI's tokens only: for any other server (`foreign`) the estimate,
     an upper bound, is used even when tiktoken is loaded, since too little context is
@@ -210,17 +210,16 @@ class Tokenizer:
         if mode == "tiktoken":
             self._load()
         elif mode == "auto":
-            # the encoding may need a download: never make start-up wait for it
+            # parsing 200k ranks takes a few hundred ms: never make start-up wait for it
             threading.Thread(target=self._load, name="tiktoken-load", daemon=True).start()
 
     def _load(self) -> None:
         try:
-            import tiktoken
+            from bot.encodings import o200k_base
 
-            self._enc = tiktoken.get_encoding("o200k_base")
-        except Exception as e:  # offline, or the package cannot load its data
-            # expected offline; the estimate is safe, so this is no warning
-            log.info("tiktoken unavailable (%s); using a size estimate", type(e).__name__)
+            self._enc = o200k_base()  # shipped with the package: no download
+        except Exception as e:  # tiktoken missing, or the shipped data is damaged
+            log.warning("tiktoken unavailable (%s); using a size estimate", type(e).__name__)
             self.mode = "estimate"
 
     def count(self, text: str) -> int:

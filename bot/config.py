@@ -168,6 +168,7 @@ class Secrets:
     telegram_token: str = ""
     telegram_api_url: str = "https://api.telegram.org"
     database: str = ""
+    health_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +195,11 @@ class Config:
         """BOT_DATABASE wins over [storage] path."""
         return self.secrets.database or self.storage.path
 
+    @property
+    def health_path(self) -> str:
+        """BOT_HEALTH_FILE, else beside the database: where the running bot says it is live."""
+        return self.secrets.health_file or f"{self.database_path}.health"
+
 
 _SECTIONS = {f.name: f for f in fields(Config) if f.name != "secrets"}
 _CHOICES = {
@@ -207,7 +213,28 @@ _CHOICES = {
     ("voice", "reply_voice"): ("auto", "always", "never"),
     ("voice", "show_transcript"): ("quote", "message", "off"),
 }
+# (lowest, highest) allowed; None = no bound. A float lowest of 0.0 means "more than 0".
+_RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
+    ("openai", "timeout"): (0.0, None),
+    ("openai", "max_retries"): (0, 10),
+    ("openai", "connection_pools"): (1, 64),
+    ("chat", "history_tokens"): (100, None),
+    ("chat", "max_output_tokens"): (1, None),
+    ("chat", "history_messages"): (1, None),
+    ("vision", "max_image_mb"): (1, None),
+    ("vision", "keep_images"): (0, None),
+    ("vision", "context_images"): (0, None),
+    ("images", "max_count"): (1, 10),
+    ("voice", "speed"): (0.25, 4.0),
+    ("voice", "max_audio_minutes"): (1, None),
+    ("voice", "chunk_minutes"): (1, None),
+    ("telegram", "poll_timeout"): (0, None),
+    ("telegram", "album_wait"): (0, 60),
+}
+# what the Images API takes (exact sizes are checked per model when /draw runs)
+_IMAGE_SIZE_RE = re.compile(r"^(auto|square|landscape|portrait|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
 _SECRET_WORDS = ("key", "token", "secret", "password")
+_KIND = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}
 
 
 def _build_section(cls: type, name: str, raw: Any) -> Any:
@@ -226,7 +253,24 @@ def _build_section(cls: type, name: str, raw: Any) -> Any:
         allowed = _CHOICES.get((name, key))
         if allowed and values[key] not in allowed:
             raise ConfigError(f"config: {name}.{key} must be one of {', '.join(allowed)}")
+        if (name, key) in _RANGES:
+            _check_range(name, key, values[key])
+        elif isinstance(values[key], int | float) and values[key] < 0:
+            raise ConfigError(f"config: {name}.{key} must not be negative")
     return cls(**values)
+
+
+def _check_range(section: str, key: str, value: Any) -> None:
+    low, high = _RANGES[(section, key)]
+    where = f"config: {section}.{key}"
+    if low == 0.0 and isinstance(low, float) and value <= 0:
+        raise ConfigError(f"{where} must be more than 0 (got {value})")
+    if low is not None and high is not None and not low <= value <= high:
+        raise ConfigError(f"{where} must be between {low} and {high} (got {value})")
+    if low is not None and value < low:
+        raise ConfigError(f"{where} must be at least {low} (got {value})")
+    if high is not None and value > high:
+        raise ConfigError(f"{where} must be at most {high} (got {value})")
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
@@ -240,27 +284,35 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is str and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"config: {where} must be a {hint.__name__}")
-    if hint in (int, float) and value < 0:
-        raise ConfigError(f"config: {where} must not be negative")
+        raise ConfigError(f"config: {where} must be {_KIND.get(hint, hint.__name__)}")
     return value
 
 
-def _read_dotenv(path: Path) -> dict[str, str]:
-    """Minimal .env reader (KEY=value, # comments); the real environment wins."""
-    out: dict[str, str] = {}
-    if not path.is_file():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[key.strip()] = value
-    return out
+def apply_dotenv(path: str | os.PathLike[str] = ".env") -> bool:
+    """Load a .env file into os.environ (python-dotenv's parser; the real environment wins).
+
+    Called first thing by `python -m bot`, before anything reads the environment, so
+    BOT_CONFIG and BOT_DATABASE set there count too.
+    """
+    from dotenv import load_dotenv
+
+    p = Path(path)
+    try:
+        if not p.is_file():
+            return False
+        return load_dotenv(p, override=False, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read it ({_why(e)})") from None
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, PermissionError):
+        return "permission denied: make it readable by the user running the bot"
+    if isinstance(e, IsADirectoryError):
+        return "it is a directory, not a file"
+    if isinstance(e, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return e.strerror or str(e) if isinstance(e, OSError) else str(e)
 
 
 def load_config(
@@ -271,25 +323,25 @@ def load_config(
 ) -> Config:
     """Read config.toml (a missing default file = all defaults) and secrets from the env.
 
-    With env=None the process environment and a .env file in the working directory are
-    read; tests pass env explicitly and no .env is consulted.
+    With env=None the process environment is read (`python -m bot` has applied .env to
+    it already, see apply_dotenv); tests pass env explicitly.
     """
-    if env is None:
-        environ = dict(os.environ)
-        for k, v in _read_dotenv(Path(".env")).items():
-            environ.setdefault(k, v)
-    else:
-        environ = dict(env)
+    environ = dict(os.environ) if env is None else dict(env)
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        if p.exists():
-            try:
-                raw = tomllib.loads(p.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-                raise ConfigError(f"config: {p} is not valid TOML: {e}") from None
-        elif required:
-            raise ConfigError(f"config: file not found: {p}")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            if required:
+                raise ConfigError(f"config: file not found: {p}") from None
+            text = ""
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config: cannot read {p} ({_why(e)})") from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config: {p} is not valid TOML: {e}") from None
     sections: dict[str, Any] = {}
     for name, value in raw.items():
         f = _SECTIONS.get(name)
@@ -305,6 +357,7 @@ def load_config(
         telegram_token=environ.get("TELEGRAM_BOT_TOKEN", "").strip(),
         telegram_api_url=api_url.rstrip("/"),
         database=environ.get("BOT_DATABASE", "").strip(),
+        health_file=environ.get("BOT_HEALTH_FILE", "").strip(),
     )
     config = Config(**sections, secrets=secrets)
     _validate(config)
@@ -319,17 +372,16 @@ def _validate(config: Config) -> None:
     if config.models.chat not in config.models.choices:
         # the default model is always selectable
         object.__setattr__(config.models, "choices", (config.models.chat, *config.models.choices))
-    if not 0.25 <= config.voice.speed <= 4.0:
-        raise ConfigError("config: voice.speed must be between 0.25 and 4.0")
+    if not config.models.chat.strip():
+        raise ConfigError("config: models.chat must name a model")
     if config.voice.voice not in config.voice.voices:
         raise ConfigError("config: voice.voice must be one of voice.voices")
-    if not 1 <= config.openai.connection_pools <= 64:
-        raise ConfigError("config: openai.connection_pools must be between 1 and 64")
-    if config.chat.history_tokens < 100:
-        raise ConfigError("config: chat.history_tokens must be at least 100")
     if 0 < config.chat.context_window < 512:
         raise ConfigError("config: chat.context_window must be 0 (ask the server) or at "
                           "least 512")
+    if not _IMAGE_SIZE_RE.match(config.images.size):
+        raise ConfigError("config: images.size must be auto, square, landscape, portrait or "
+                          f"WIDTHxHEIGHT such as 1024x1024 (got {config.images.size!r})")
     if not config.secrets.telegram_api_url.startswith(("http://", "https://")):
         raise ConfigError("TELEGRAM_API_URL must start with http:// or https://")
     _validate_webhook(config.telegram)

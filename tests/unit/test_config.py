@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ ENV = {"OPENAI_API_KEY": "sk-x"}
 
 
 def test_shipped_config_documents_exactly_the_defaults() -> None:
-    assert load_config(ROOT / "config.toml", env=ENV) == load_config(None, env=ENV)
+    assert load_config(ROOT / "bot" / "config.toml", env=ENV) == load_config(None, env=ENV)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -30,7 +31,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[bot]\ngroup_triger = 'always'\n", "unknown key bot.group_triger"),
         ("[bots]\n", "unknown section [bots]"),
         ("[bot]\ngroup_trigger = 'sometimes'\n", "bot.group_trigger must be one of"),
-        ("[chat]\nhistory_tokens = 'many'\n", "chat.history_tokens must be a int"),
+        ("[chat]\nhistory_tokens = 'many'\n", "chat.history_tokens must be a whole number"),
         ("[openai]\napi_key = 'sk-secret'\n", "openai.api_key looks like a secret"),
         ("[access]\nadmins = 'me'\n", "access.admins must be a list"),
         ("[bot\n", "not valid TOML"),
@@ -39,12 +40,33 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[openai]\nconnection_pools = 0\n", "openai.connection_pools must be between 1 and 64"),
         ("[budgets]\ntimezone = 'Mars/Olympus'\n", "budgets.timezone: unknown timezone"),
         ("[budgets]\nuser_daily = -1\n", "budgets.user_daily must not be negative"),
-        ("[budgets]\nglobal_monthly = 'lots'\n", "budgets.global_monthly must be a float"),
+        ("[budgets]\nglobal_monthly = 'lots'\n", "budgets.global_monthly must be a number"),
         ("[usage]\nprices = 'no-such-prices.toml'\n", "usage.prices: file not found"),
+        ("[openai]\ntimeout = 0\n", "openai.timeout must be more than 0 (got 0.0)"),
+        ("[openai]\ntimeout = -1\n", "openai.timeout must be more than 0 (got -1.0)"),
+        ("[openai]\nmax_retries = 50\n", "openai.max_retries must be between 0 and 10"),
+        ("[chat]\nmax_output_tokens = 0\n", "chat.max_output_tokens must be at least 1"),
+        ("[chat]\nhistory_messages = 0\n", "chat.history_messages must be at least 1"),
+        ("[chat]\nhistory_tokens = 10\n", "chat.history_tokens must be at least 100"),
+        ("[images]\nsize = 'huge'\n", "images.size must be auto, square, landscape"),
+        ("[images]\nmax_count = 0\n", "images.max_count must be between 1 and 10"),
+        ("[images]\nmax_count = 11\n", "images.max_count must be between 1 and 10"),
+        ("[images]\nquality = 'ultra'\n", "images.quality must be one of"),
+        ("[vision]\nmax_image_mb = 0\n", "vision.max_image_mb must be at least 1"),
+        ("[vision]\ndetail = 'max'\n", "vision.detail must be one of low, high, auto"),
+        ("[vision]\nkeep_images = -1\n", "vision.keep_images must be at least 0"),
+        ("[voice]\nchunk_minutes = 0\n", "voice.chunk_minutes must be at least 1"),
+        ("[voice]\nmax_audio_minutes = 0\n", "voice.max_audio_minutes must be at least 1"),
+        ("[voice]\nreply_voice = 'loud'\n", "voice.reply_voice must be one of"),
+        ("[telegram]\npoll_timeout = -5\n", "telegram.poll_timeout must be at least 0"),
+        ("[telegram]\nalbum_wait = 600\n", "telegram.album_wait must be between 0 and 60"),
+        ("[models]\nchat = ''\n", "models.chat must name a model"),
+        ("[chat]\ntokenizer = 'gpt2'\n", "chat.tokenizer must be one of"),
+        ("[bot]\nrecord_unaddressed = 'yes'\n", "bot.record_unaddressed must be true or false"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(write(tmp_path, text), env=ENV)
 
 
@@ -79,3 +101,16 @@ def test_cli_missing_explicit_config(tmp_path: Path) -> None:
         capture_output=True, text=True, env={"OPENAI_API_KEY": "x", "PATH": "/usr/bin:/bin"},
         cwd=tmp_path, timeout=60, check=False)
     assert proc.returncode == 2 and "file not found" in proc.stderr
+
+
+@pytest.mark.parametrize("text", ["[images]\nsize = '1536x1024'\n", "[images]\nsize = 'portrait'\n",
+                                  "[openai]\ntimeout = 0.5\n", "[telegram]\npoll_timeout = 0\n"])
+def test_valid_edges_are_accepted(tmp_path: Path, text: str) -> None:
+    load_config(write(tmp_path, text), env=ENV)
+
+
+def test_missing_keys_and_sections_take_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[chat]\nmax_output_tokens = 500\n"), env=ENV)
+    assert cfg.chat.max_output_tokens == 500
+    assert cfg.chat.history_tokens == Config().chat.history_tokens
+    assert cfg.voice == Config().voice
