@@ -522,6 +522,11 @@ class DiscordAdapter:
             await self._session.close()
             self._session = None
 
+    @property
+    def connected(self) -> bool:
+        """Gateway session up (read by the health file behind `doctor --live`)."""
+        return self.client.is_ready() and not self.client.is_closed()
+
     async def upload_session(self) -> aiohttp.ClientSession:
         """A plain session for PUTs to Discord's upload URLs (no bot token there)."""
         if self._session is None or self._session.closed:

@@ -529,6 +529,12 @@ class TelegramAdapter:
             "Telegram rejected TELEGRAM_BOT_TOKEN (copy it again from @BotFather, or issue a "
             "new one there with /token)", exit_code=2)
 
+    @property
+    def connected(self) -> bool:
+        """Receiving updates (read by the health file behind `doctor --live`)."""
+        updater = self.app.updater
+        return bool(self.app.running and updater is not None and updater.running)
+
     def _unreachable(self, e: TelegramError) -> StartupError:
         return StartupError(
             f"cannot reach the Telegram Bot API at {self._api_root} ({self._safe(e)}); check "

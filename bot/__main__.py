@@ -121,6 +121,15 @@ async def run(config: Config, *, console: bool) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
+        return await _run_until_stopped(config, adapters, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(sig)
+
+
+async def _run_until_stopped(config: Config, adapters: list[Any], stop: asyncio.Event) -> int:
+    try:
         app = await start_app(config, adapters)
     except (StartupError, KeyboardInterrupt, asyncio.CancelledError):
         raise

@@ -103,8 +103,9 @@ def test_cli_missing_explicit_config(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "file not found" in proc.stderr
 
 
-@pytest.mark.parametrize("text", ["[images]\nsize = '1536x1024'\n", "[images]\nsize = 'portrait'\n",
-                                  "[openai]\ntimeout = 0.5\n", "[telegram]\npoll_timeout = 0\n"])
+@pytest.mark.parametrize("text", [
+    "[images]\nsize = '1536x1024'\n", "[images]\nsize = 'portrait'\n",
+    "[openai]\ntimeout = 0.5\n", "[telegram]\npoll_timeout = 0\n"])
 def test_valid_edges_are_accepted(tmp_path: Path, text: str) -> None:
     load_config(write(tmp_path, text), env=ENV)
 
