@@ -1,4 +1,4 @@
-"""Channel commands: /help, /start, /reset, /persona, /model."""
+"""Channel commands: /help, /start, /reset, /persona, /model, /whoami."""
 
 from __future__ import annotations
 
@@ -86,3 +86,18 @@ async def model_cmd(ctx: Context) -> None:
     await ctx.store.set_setting(ctx.channel, "model",
                                 None if name == ctx.config.models.chat else name)
     await ctx.reply.reply_long(f"This chat now uses `{name}`.")
+
+
+@command("whoami")
+async def whoami_cmd(ctx: Context) -> None:
+    """Show your id and this chat's id, as the [access] lists take them"""
+    platform = ctx.inbound.channel.platform
+    user = f"{platform}:{ctx.inbound.author.id}"
+    chat = f"{platform}:{ctx.inbound.channel.chat_id}"
+    kind = "this private chat" if ctx.inbound.is_private else "this chat"
+    admin = "you are an admin" if ctx.is_admin() else "you are not an admin"
+    await ctx.reply.reply_long("\n".join([
+        f"You: `{user}` ({admin})", f"Chat: `{chat}` ({kind})", "",
+        "To allow only you, this chat, or make you an admin, in config.toml:",
+        "```toml", "[access]", f'allowed_users = ["{user}"]', f'allowed_chats = ["{chat}"]',
+        f'admins = ["{user}"]', "```"]))
