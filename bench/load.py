@@ -15,6 +15,7 @@ for getUpdates to the moment the bot's final text reaches the fake Bot API.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -135,4 +136,13 @@ async def main(which: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", metavar="{overhead,burst,memory}",
+                        help="benchmarks to run (default: all three)")
+    which = parser.parse_args().which
+    unknown = set(which) - {"overhead", "burst", "memory"}
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    asyncio.run(main(which))

@@ -75,16 +75,18 @@ async def start_app(
     config: Config, adapters: list[Any], *, tokenizer: Tokenizer | None = None
 ) -> App:
     """Open storage, build the router and start each adapter."""
+    from bot.doctor import database_access_error, explain_database_error
     from handlers import registry
 
     store = Store(config.database_path)
     try:
+        problem = database_access_error(config.database_path)
+        if problem is not None:
+            raise problem
         await store.open()
     except (OSError, sqlite3.Error) as e:
         with contextlib.suppress(Exception):
             await store.close()
-        from bot.doctor import explain_database_error
-
         raise StartupError(explain_database_error(config.database_path, e), 2) from e
     meter = Meter(config, store)
     await meter.open()
@@ -160,7 +162,7 @@ def _one_line(e: BaseException, config: Config) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     for secret in (config.secrets.telegram_token, config.secrets.discord_token,
                    config.secrets.openai_api_key):
-        if secret:
+        if len(secret) >= 6:  # shorter ones are placeholders ("x") found inside words
             text = text.replace(secret, "***")
     return (f"{type(e).__name__} {where}: {text[:300]} (check the network and the tokens; "
             "`python -m bot doctor` tests each one)")

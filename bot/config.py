@@ -337,7 +337,7 @@ def load_config(
                 raise ConfigError(f"config: file not found: {p}") from None
             text = ""
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"config: cannot read {p} ({_why(e)})") from None
+            raise ConfigError(f"config: cannot read {p.absolute()} ({_why(e)})") from None
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:

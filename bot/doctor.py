@@ -76,6 +76,27 @@ def check_config(path: str, required: bool) -> tuple[Check, Config | None]:
     return Check("config", "ok", f"{shown} is valid"), config
 
 
+def database_access_error(path: str) -> PermissionError | None:
+    """What would stop SQLite opening `path` for writing, found before it tries.
+
+    SQLite writes its journal beside the file, so the directory must be writable too; a
+    missing directory is created, so its nearest existing parent must be. Checking first
+    gives a clear message and spares aiosqlite a failed connect (whose worker thread then
+    outlives the event loop and prints a traceback at exit).
+    """
+    if path == ":memory:" or path.startswith("file:"):
+        return None
+    target = Path(path).absolute()
+    if target.exists() and not os.access(target, os.R_OK | os.W_OK):
+        return PermissionError(13, "the file is not writable", str(target))
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return PermissionError(13, "its directory is not writable", str(parent))
+    return None
+
+
 def explain_database_error(path: str, e: BaseException) -> str:
     """One line naming the database file and what to do."""
     where = Path(path).absolute()
@@ -83,10 +104,11 @@ def explain_database_error(path: str, e: BaseException) -> str:
         return (f"database: {where} is not a usable SQLite database ({e}); move it away or "
                 "set BOT_DATABASE to another file")
     reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    fix = Path(e.filename) if isinstance(e, OSError) and e.filename else where.parent
     uid = os.geteuid() if hasattr(os, "geteuid") else "?"
-    return (f"database: cannot open {where} ({reason}): make {where.parent} writable for "
-            f"the user running the bot (uid {uid}), e.g. `chown {uid} {where.parent}`, or set "
-            "BOT_DATABASE to a writable path")
+    return (f"database: cannot open {where} ({reason}): make {fix} writable for the user "
+            f"running the bot (uid {uid}), e.g. `chown {uid} {fix}`, or set BOT_DATABASE to "
+            "a writable path")
 
 
 async def check_database(config: Config) -> Check:
@@ -94,6 +116,9 @@ async def check_database(config: Config) -> Check:
     from bot.store import Store
 
     where = _absolute(config.database_path)
+    problem = database_access_error(config.database_path)
+    if problem is not None:
+        return Check("database", "fail", explain_database_error(config.database_path, problem))
     store = Store(config.database_path)
     try:
         await store.open()
@@ -331,7 +356,7 @@ def _safe(e: BaseException, config: Config) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     for secret in (config.secrets.telegram_token, config.secrets.discord_token,
                    config.secrets.openai_api_key):
-        if secret:
+        if len(secret) >= 6:  # shorter ones are placeholders ("x") found inside words
             text = text.replace(secret, "***")
     return text[:200]
 

@@ -285,11 +285,16 @@ class Store:
         # autocommit: each statement is its own transaction (one thread hop, not two);
         # multi-statement work uses explicit BEGIN/COMMIT
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        await self.db.execute("PRAGMA journal_mode=WAL")
-        await self.db.execute("PRAGMA synchronous=NORMAL")
-        await self.db.execute("PRAGMA foreign_keys=ON")
-        await self.db.execute("PRAGMA busy_timeout=5000")
-        await self._migrate()
+        try:
+            await self.db.execute("PRAGMA journal_mode=WAL")
+            await self.db.execute("PRAGMA synchronous=NORMAL")
+            await self.db.execute("PRAGMA foreign_keys=ON")
+            await self.db.execute("PRAGMA busy_timeout=5000")
+            await self._migrate()
+        except BaseException:  # not a database, read-only...: never leave the thread behind
+            await self._db.close()
+            self._db = None
+            raise
 
     async def _migrate(self) -> None:
         cur = await self.db.execute("PRAGMA user_version")
