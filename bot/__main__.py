@@ -19,14 +19,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bot.ai import AI, Tokenizer
 from bot.config import Config, ConfigError, apply_dotenv, load_config
 from bot.errors import StartupError
-from bot.router import Router
-from bot.store import Store
-from bot.usage import Meter
+
+if TYPE_CHECKING:  # imported when the bot starts: --help, init and doctor --live stay light
+    from bot.ai import AI, Tokenizer
+    from bot.router import Router
+    from bot.store import Store
 
 log = logging.getLogger("bot")
 
@@ -75,7 +76,11 @@ async def start_app(
     config: Config, adapters: list[Any], *, tokenizer: Tokenizer | None = None
 ) -> App:
     """Open storage, build the router and start each adapter."""
+    from bot.ai import AI, Tokenizer
     from bot.doctor import database_access_error, explain_database_error
+    from bot.router import Router
+    from bot.store import Store
+    from bot.usage import Meter
     from handlers import registry
 
     store = Store(config.database_path)

@@ -405,21 +405,26 @@ TEMPLATES = {"config.toml": "config.toml", ".env.example": "env.example"}
 
 
 def init_files(where: Path) -> int:
-    """Write the commented config.toml and .env.example; never overwrite either."""
+    """Write the commented config.toml and .env.example; an existing file is never touched."""
     targets = {where / name: source for name, source in TEMPLATES.items()}
-    existing = [str(p) for p in targets if p.exists()]
-    if existing:
-        print(f"error: {', '.join(existing)} already exist(s); nothing written (move them "
-              "away to get fresh copies)", file=sys.stderr)
+    kept = [p for p in targets if p.exists()]
+    if len(kept) == len(targets):
+        print(f"error: {' and '.join(map(str, kept))} already exist; nothing written (move "
+              "them away to get fresh copies)", file=sys.stderr)
         return 1
+    written = []
     try:
         for target, source in targets.items():
+            if target in kept:
+                continue
             text = resources.files("bot").joinpath(source).read_text(encoding="utf-8")
             with open(target, "x", encoding="utf-8") as f:
                 f.write(text)
+            written.append(str(target))
     except OSError as e:
         print(f"error: cannot write in {where.absolute()} ({e.strerror})", file=sys.stderr)
         return 1
-    print(f"Wrote {', '.join(str(p) for p in targets)}.\nNext: cp .env.example .env, fill "
-          "in OPENAI_API_KEY (and a platform token), then `python -m bot doctor`.")
+    note = f" ({', '.join(map(str, kept))} already there: kept as it is)" if kept else ""
+    print(f"Wrote {' and '.join(written)}{note}.\nNext: cp .env.example .env, fill in "
+          "OPENAI_API_KEY (and a platform token), then `python -m bot doctor`.")
     return 0

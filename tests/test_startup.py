@@ -137,8 +137,15 @@ async def test_init_writes_commented_templates_and_never_overwrites(tmp_path: Pa
     assert "OPENAI_API_KEY=" in example and "TELEGRAM_BOT_TOKEN=" in example
     (tmp_path / "config.toml").write_text("# mine\n")
     code, _, err = await bot_process("init", cwd=tmp_path, env={})
-    assert code == 1 and "already exist" in one_line(err)
+    assert code == 1 and "already exist; nothing written" in one_line(err)
     assert (tmp_path / "config.toml").read_text() == "# mine\n"
+    # one of the two missing (a clone has .env.example): the other is written, none replaced
+    (tmp_path / "config.toml").unlink()
+    (tmp_path / ".env.example").write_text("# mine\n")
+    code, out, _ = await bot_process("init", cwd=tmp_path, env={})
+    assert code == 0 and ".env.example already there: kept" in out
+    assert (tmp_path / ".env.example").read_text() == "# mine\n"
+    assert (tmp_path / "config.toml").read_text() == (ROOT / "bot" / "config.toml").read_text()
 
 
 def test_repository_env_example_is_the_packaged_one() -> None:
