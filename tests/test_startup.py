@@ -522,3 +522,21 @@ def test_tokenizer_needs_no_download(monkeypatch: pytest.MonkeyPatch,
     with caplog.at_level(logging.WARNING):
         tok = Tokenizer("tiktoken")
     assert tok.mode == "tiktoken" and tok.count("hello world") == 2
+
+
+def test_deployment_files_say_what_the_readme_promises() -> None:
+    docker = (ROOT / "Dockerfile").read_text()
+    steps = [line.split()[0] for line in docker.splitlines() if line and line[0].isupper()]
+    assert "HEALTHCHECK" in steps and "USER" in steps
+    # dependencies are installed from pyproject.toml alone, before any source is copied
+    assert docker.index("COPY pyproject.toml") < docker.index("pip install --no-cache-dir -r")
+    assert docker.index("pip install --no-cache-dir -r") < docker.index("COPY bot ")
+    assert "fonts-noto-cjk" in docker and "ffmpeg" in docker
+    assert "tiktoken" not in docker.replace("tiktoken's", "")  # nothing fetched at build
+    compose = (ROOT / "compose.yaml").read_text()
+    for needle in ("restart: unless-stopped", "env_file: .env", "stop_grace_period:",
+                   "gptbot-data:/data"):
+        assert needle in compose
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert {"console_files/", ".env", "*.health", "*.sqlite3-wal"} <= set(ignored)
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
