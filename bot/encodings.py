@@ -5,6 +5,10 @@ internet (or a container built offline) would then fall back to the size estimat
 ranks file ships gzip-compressed in bot/data/ and is accepted only when its SHA-256 equals
 the hash tiktoken itself publishes for it. The pattern and special tokens are tiktoken's
 (tests compare them with the installed tiktoken's definition).
+
+Provenance: rebuilt from the o200k vocabulary in the quicktok-v1 0.4.0 wheel on PyPI
+(MIT; derived from tiktoken) into tiktoken's text format; the result is byte-identical to
+OpenAI's file, which the checksum proves. Any copy with that checksum will do.
 """
 
 from __future__ import annotations
