@@ -96,7 +96,6 @@ async def start_app(
     meter = Meter(config, store)
     await meter.open()
     ai = AI(config, tokenizer or Tokenizer(config.chat.tokenizer), meter=meter)
-    ai.start_probe()  # in the background: a slow or absent AI server never delays start-up
     router = Router(config, store, ai, registry())
     app = App(config, store, ai, router)
     for adapter in adapters:
@@ -112,12 +111,20 @@ async def start_app(
             raise
         app.adapters.append(adapter)
         log.info("%s adapter started", adapter.name)
+    # in the background: a slow or absent AI server never delays start-up; begun once the
+    # platforms are up, so a failed start-up is one line, not a probe warning as well
+    ai.start_probe()
     return app
 
 
 async def run(config: Config, *, console: bool) -> int:
     """Run until a signal (or, for a piped console, end of input)."""
     adapters = choose_adapters(config, console=console)
+    from bot.doctor import database_access_error, explain_database_error
+
+    problem = database_access_error(config.database_path)
+    if problem is not None:  # before the console's log file is opened beside the database
+        raise StartupError(explain_database_error(config.database_path, problem), 2)
     if any(a.name == "console" for a in adapters):
         from adapters.console import console_logging
 

@@ -202,26 +202,18 @@ async def check_ai_server(config: Config) -> Check:
     where = config.secrets.openai_base_url or "https://api.openai.com/v1"
     ai = AI(config, Tokenizer("estimate"))
     try:
-        # ---- AI server capability report ---------------------------------------------
-        # bot/probe.py (issue #12) provides probe_server(ai) -> ServerInfo, the same probe
-        # the bot runs (models, context window, images, audio, tools, Responses API); its
-        # lines() are printed under this check. Until it is in this tree, the model list
-        # alone is asked for, with the client the bot uses.
-        try:
-            from bot.probe import probe_server  # type: ignore[import-not-found]
-        except ImportError:
-            probe_server = None
-        if probe_server is not None:
-            info = await probe_server(ai)
-            if not info.reachable:
-                return Check("ai-server", "fail", f"{where}: {info.error or 'unreachable'}")
-            models, more = info.models, tuple(info.lines())
-        else:
-            result = await _list_models(ai, where)
-            if isinstance(result, Check):
-                return result
-            models = result
-            more = (f"models: {_some(models)}",) if models else ()
+        # the key and the models first: the probe reads a 401 as "no model list"
+        result = await _list_models(ai, where)
+        if isinstance(result, Check):
+            return result
+        models = result
+        # ---- AI server capability report: bot/probe.py, the same probe the bot runs -----
+        # (models, context window, images, audio, tools, Responses API), printed under
+        # this check's line
+        from bot.probe import probe_server
+
+        info = await probe_server(ai)
+        more = tuple(info.lines()) if info.reachable else (f"probe: {info.error}",)
     finally:
         await ai.close()
     chat = config.models.chat

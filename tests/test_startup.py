@@ -355,6 +355,8 @@ async def test_doctor_all_good(everything: dict[str, str], tmp_path: Path) -> No
     assert "@test_bot" in by_name(checks)["telegram"].detail
     assert "Message Content Intent is on" in by_name(checks)["discord"].detail
     assert "gpt-5.4-mini" in by_name(checks)["ai-server"].detail
+    # the capability report is the bot's own probe
+    assert any(line.startswith("context window") for line in by_name(checks)["ai-server"].more)
     assert (tmp_path / "bot.sqlite3").exists()
 
 
