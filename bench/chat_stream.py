@@ -12,6 +12,7 @@ on the machine do not count. The two paths alternate, so drift affects both alik
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -89,7 +90,12 @@ async def measure(ai: AI, fake: FakeOpenAI, rounds: int) -> None:
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rounds", nargs="?", type=int, default=100,
+                        help="answers per path (default: 100)")
+    rounds = parser.parse_args().rounds
     fake = FakeOpenAI()
     fake.chunk_size = 4
     ready = threading.Event()
