@@ -290,6 +290,20 @@ class _FailingAdapter:
         self.stopped = True
 
 
+@pytest.fixture
+def restore_logging() -> Any:
+    """main() configures logging for the process; put it back for the tests after this one."""
+    root = logging.getLogger()
+    names = ("", "httpx", "httpx2", "httpcore", "discord.gateway", "telegram.ext")
+    levels = {name: logging.getLogger(name).level for name in names}
+    handlers = list(root.handlers)
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    root.handlers[:] = handlers
+
+
+@pytest.mark.usefixtures("restore_logging")
 @pytest.mark.parametrize(("error", "code", "text"), [
     (StartupError("TELEGRAM_BOT_TOKEN was rejected by Telegram: ask @BotFather", 2), 2,
      "error: TELEGRAM_BOT_TOKEN was rejected by Telegram: ask @BotFather"),
