@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from adapters.base import Sink
-from adapters.markup import to_plain
 from bot.commands import CommandCall
 from bot.events import Attachment, AttachmentKind, Author, ChannelKey, Inbound
+from bot.render import to_plain
 from bot.replies import Capabilities, ChatAction, OutFile, Replier, Sent
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ class LiveStream:
 
     def append_note(self, note: str) -> None:
         """A closing remark below the answer, outside any open code block."""
-        from adapters.markup import fence_open
+        from bot.render import fence_open
 
         if fence_open(self.text):
             self.text += "\n```"

@@ -34,6 +34,7 @@ from bot.audio import ogg_duration, voice_waveform  # noqa: F401 (re-exported)
 from bot.commands import CommandCall, CommandSpec, Param
 from bot.errors import RateLimited, UserError
 from bot.events import Attachment, AttachmentKind, Author, ChannelKey, Inbound, Quoted
+from bot.render import to_discord
 from bot.replies import Capabilities, ChatAction, OutFile, Replier, Sent
 
 if TYPE_CHECKING:
@@ -64,9 +65,7 @@ NO_MENTIONS = discord.AllowedMentions.none()
 
 def _render(markdown: str, limit: int = CAPABILITIES.max_text) -> str:
     """Markdown -> Discord markdown, never longer than the platform limit."""
-    from adapters import markup
-
-    text = markup.to_discord(markdown)
+    text = to_discord(markdown)
     if len(text) > limit:
         log.warning("discord text of %d chars truncated to %d", len(text), limit)
         text = text[: limit - 1] + "…"

@@ -214,7 +214,7 @@ class TelegramReplier(Replier):
 
     async def send(self, markdown: str) -> Sent:
         """Send Markdown as Telegram HTML; fall back to plain text if Telegram rejects it."""
-        from adapters.markup import to_plain, to_telegram_html
+        from bot.render import to_plain, to_telegram_html
 
         kw = self._where()
         try:
@@ -231,7 +231,7 @@ class TelegramReplier(Replier):
 
     async def edit(self, sent: Sent, markdown: str) -> Sent:
         """Replace a message's text; 'message is not modified' is success."""
-        from adapters.markup import to_plain, to_telegram_html
+        from bot.render import to_plain, to_telegram_html
 
         kw: dict[str, Any] = {"chat_id": self.chat_id, "message_id": int(sent.id)}
         try:
@@ -367,7 +367,8 @@ def _is_entity_error(e: BadRequest) -> bool:
 
 def _caption_forms(caption: str) -> tuple[str, str]:
     """(HTML, plain) forms of a Markdown caption, cut to Telegram's 1024 visible units."""
-    from adapters.markup import split_markdown, to_plain, to_telegram_html, utf16_len
+    from bot.render import to_plain, to_telegram_html, utf16_len
+    from bot.split import split_markdown
 
     plain = to_plain(caption)
     if utf16_len(plain) > MAX_CAPTION:

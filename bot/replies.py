@@ -110,7 +110,8 @@ class Replier:
 
     def split(self, markdown: str) -> list[str]:
         """Chunks of at most max_text; Telegram counts UTF-16 code units, Discord characters."""
-        from adapters.markup import discord_len, split_markdown, utf16_len
+        from bot.render import discord_len, utf16_len
+        from bot.split import split_markdown
 
         measure = {"telegram_html": utf16_len, "discord": discord_len}.get(
             self.capabilities.markup, len)

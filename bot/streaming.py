@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from bot.errors import RateLimited
+from bot.render import fence_open
 
 if TYPE_CHECKING:
     from bot.replies import Replier, Sent
@@ -106,8 +107,6 @@ class ReplyStream:
 
     def append_note(self, note: str) -> None:
         """Add a closing remark (error, cut-off) outside any code block left open."""
-        from adapters.markup import fence_open
-
         if fence_open(self.text):
             self.text += "\n```"
         self.append(f"\n\n{note}" if self.text else note)

@@ -11,11 +11,11 @@ import functools
 import logging
 import re
 
-from adapters.markup import to_plain
 from bot import audio
 from bot.commands import Handler, Param, command
 from bot.context import Context
 from bot.errors import UserError
+from bot.render import to_plain
 from bot.replies import OutFile, Sent
 
 log = logging.getLogger(__name__)
