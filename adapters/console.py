@@ -48,7 +48,6 @@ CAPABILITIES = Capabilities(
     max_upload=1 << 30,
     min_edit_interval=0.0,
     voice_messages=False,
-    markup="plain",
     edits=False,
 )
 
@@ -501,7 +500,7 @@ class ConsoleAdapter:
             attachments.append(attachment)
         inbound = Inbound(id=msg_id, channel=self.channel, author=author, text=text,
                           attachments=attachments, is_private=True, addressed=True)
-        inbound.command = command or self._sink.commands.parse(text, "console")
+        inbound.command = command or self._sink.commands.parse(text, CAPABILITIES)
         await self._sink.submit(inbound, ConsoleReplier(self))
 
 

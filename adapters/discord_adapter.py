@@ -14,6 +14,7 @@ waveform. If Discord refuses, the file goes out as an ordinary audio attachment.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import inspect
 import io
@@ -22,6 +23,7 @@ import logging
 import mimetypes
 import re
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -30,11 +32,10 @@ from discord import app_commands
 from discord.http import Route
 
 from bot import audio
-from bot.audio import ogg_duration, voice_waveform  # noqa: F401 (re-exported)
 from bot.commands import CommandCall, CommandSpec, Param
 from bot.errors import RateLimited, UserError
 from bot.events import Attachment, AttachmentKind, Author, ChannelKey, Inbound, Quoted
-from bot.render import to_discord
+from bot.render import discord_len, to_discord
 from bot.replies import Capabilities, ChatAction, OutFile, Replier, Sent
 
 if TYPE_CHECKING:
@@ -49,7 +50,9 @@ CAPABILITIES = Capabilities(
     max_upload=10 * 1024 * 1024,
     min_edit_interval=1.0,
     voice_messages=True,
-    markup="discord",
+    measure=discord_len,
+    max_description=100,
+    max_choices=25,
 )
 
 IS_VOICE_MESSAGE = 1 << 13
@@ -59,7 +62,8 @@ VOICE_REJECTIONS = {50013, 50146, 50159, 50160, 50161, 50173}
 MAX_RATELIMIT_WAIT = 30.0
 # Slash commands must be acknowledged within 3 s; defer on our own shortly before
 AUTO_DEFER_AFTER = 2.0
-WAVEFORM_POINTS = 256
+WAVEFORM_POINTS = 256  # Discord draws at most 256 bars
+WAVEFORM_RATE = 8000  # samples/s decoded for the waveform: plenty for 256 bars
 NO_MENTIONS = discord.AllowedMentions.none()
 
 
@@ -72,9 +76,44 @@ def _render(markdown: str, limit: int = CAPABILITIES.max_text) -> str:
     return text
 
 
+def voice_waveform(pcm_samples: Sequence[float] | Sequence[int]) -> str:
+    """Base64 of up to 256 amplitude bytes (0-255), the preview Discord draws for voice."""
+    n = len(pcm_samples)
+    if n == 0:
+        return base64.b64encode(bytes(1)).decode()
+    points = min(WAVEFORM_POINTS, n)
+    peaks: list[float] = []
+    for i in range(points):
+        chunk = pcm_samples[i * n // points : (i + 1) * n // points]
+        peaks.append(max((abs(x) for x in chunk), default=0))
+    top = max(peaks) or 1
+    return base64.b64encode(bytes(min(255, round(p / top * 255)) for p in peaks)).decode()
+
+
 async def voice_metadata(file: OutFile) -> tuple[float, str]:
-    """(duration in seconds, waveform) for a voice message, computed in bot/audio.py."""
-    return await audio.voice_metadata(file.data, file.duration)
+    """(duration in seconds, waveform) of a voice message from the OGG being sent.
+
+    Without ffmpeg, or for audio it cannot decode, the duration comes from the Ogg
+    granule (or the file's own) and the waveform is flat.
+    """
+    samples = await audio.decode_pcm(file.data, WAVEFORM_RATE)
+    if samples:
+        return len(samples) / WAVEFORM_RATE, voice_waveform(samples)
+    seconds = file.duration or audio.ogg_duration(file.data) or 1.0
+    return seconds, base64.b64encode(bytes([128] * 32)).decode()
+
+
+def _fit(text: str) -> str:
+    """A description within Discord's command-UI limit (Capabilities.max_description)."""
+    limit = CAPABILITIES.max_description or len(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _choices_fit(choices: tuple[str, ...]) -> bool:
+    """Whether the choices can be offered natively; if not, the core validates typed values."""
+    most, label = CAPABILITIES.max_choices, CAPABILITIES.max_description
+    return (most is None or len(choices) <= most) and (
+        label is None or all(len(c) <= label for c in choices))
 
 
 def attachment_kind(content_type: str | None, filename: str, voice: bool) -> AttachmentKind:
@@ -491,7 +530,7 @@ class DiscordAdapter:
         if not self.token:
             raise UserError("DISCORD_BOT_TOKEN is not set")
         self.sink = sink
-        self._build_tree(sink.commands.for_platform(self.name))
+        self._build_tree(sink.commands.for_platform(CAPABILITIES))
         self._task = asyncio.create_task(self.client.start(self.token), name="discord client")
         ready = asyncio.create_task(self.ready.wait())
         done, _ = await asyncio.wait(
@@ -559,7 +598,7 @@ class DiscordAdapter:
         for i, p in enumerate(ordered):
             pyname = f"p{i}"
             renames[pyname] = p.name
-            descriptions[pyname] = (p.description or p.name)[:100]
+            descriptions[pyname] = _fit(p.description or p.name)
             params.append(
                 inspect.Parameter(
                     pyname, inspect.Parameter.KEYWORD_ONLY,
@@ -567,7 +606,7 @@ class DiscordAdapter:
                     default=inspect.Parameter.empty if p.required else None,
                 )
             )
-            if p.choices and len(p.choices) <= 25 and p.type != "attachment":
+            if p.choices and _choices_fit(p.choices) and p.type != "attachment":
                 choices[pyname] = [self._choice(p, c) for c in p.choices]
         names = dict(renames)
         adapter = self
@@ -582,7 +621,7 @@ class DiscordAdapter:
             callback.__discord_app_commands_param_choices__ = choices  # type: ignore[attr-defined]
         return app_commands.Command(
             name=spec.name,
-            description=(spec.description or spec.name)[:100],
+            description=_fit(spec.description or spec.name),
             callback=callback,
         )
 
@@ -599,8 +638,8 @@ class DiscordAdapter:
     @staticmethod
     def _choice(p: Param, value: str) -> app_commands.Choice[Any]:
         if p.type == "int" and re.fullmatch(r"-?\d+", value):
-            return app_commands.Choice(name=value[:100], value=int(value))
-        return app_commands.Choice(name=value[:100], value=value[:100])
+            return app_commands.Choice(name=value, value=int(value))
+        return app_commands.Choice(name=value, value=value)
 
     async def on_slash(
         self, spec: CommandSpec, interaction: discord.Interaction, args: dict[str, Any]
@@ -705,7 +744,7 @@ class DiscordAdapter:
         text = self._clean(message)
         command = None
         if addressed and text.startswith("/"):
-            command = self.sink.commands.parse(text, self.name, me.name)
+            command = self.sink.commands.parse(text, CAPABILITIES, me.name)
         voice = message.flags.voice
         channel = message.channel
         inbound = Inbound(

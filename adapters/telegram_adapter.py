@@ -41,6 +41,7 @@ from adapters.base import Sink
 from bot.config import Config
 from bot.errors import RateLimited, StartupError, UserError
 from bot.events import Attachment, AttachmentKind, Author, ChannelKey, Inbound, Quoted
+from bot.render import utf16_len
 from bot.replies import Capabilities, ChatAction, OutFile, Replier, Sent
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ CAPABILITIES = Capabilities(
     max_upload=MAX_UPLOAD,
     min_edit_interval=1.0,
     voice_messages=True,
-    markup="telegram_html",
+    measure=utf16_len,
+    start_command=True,
+    max_description=256,
 )
 
 # Loggers that may print request URLs (which contain the token).
@@ -570,8 +573,8 @@ class TelegramAdapter:
 
     async def _register_commands(self, sink: Sink) -> None:
         commands = [
-            BotCommand(spec.name, (spec.description or spec.name)[:256])
-            for spec in sink.commands.for_platform("telegram")
+            BotCommand(spec.name, (spec.description or spec.name)[:CAPABILITIES.max_description])
+            for spec in sink.commands.for_platform(CAPABILITIES)
         ]
         try:
             await self.app.bot.set_my_commands(commands)
@@ -656,7 +659,7 @@ class TelegramAdapter:
             reply = None  # a topic message "replies" to the topic's root: not a real reply
         replied_to_us = reply is not None and reply.from_user is not None and (
             reply.from_user.id == self.bot_id)
-        command = self._sink.commands.parse(text, "telegram", self.bot_username)
+        command = self._sink.commands.parse(text, CAPABILITIES, self.bot_username)
         if command is not None and command.unknown and not is_private and not (
                 self._targets_us(text)):
             command = None  # `/foo` in a group may well be another bot's command
@@ -736,8 +739,10 @@ class TelegramAdapter:
                                         _duration(a)))
         if msg.video_note:
             n = msg.video_note
-            out.append(self._attachment("video", n.file_id, "video_note.mp4", "video/mp4",
-                                        n.file_size, _duration(n)))
+            note = self._attachment("video", n.file_id, "video_note.mp4", "video/mp4",
+                                    n.file_size, _duration(n))
+            note.voice_note = True
+            out.append(note)
         if msg.video:
             vd = msg.video
             out.append(self._attachment("video", vd.file_id, vd.file_name or "video.mp4",

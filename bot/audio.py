@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import base64
 import contextlib
 import logging
 import math
@@ -22,7 +21,6 @@ import shutil
 import struct
 import sys
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +33,6 @@ MIN_SECONDS = 0.1  # the API refuses shorter audio
 SILENCE_DB = -50.0  # a recording whose loudest moment is quieter than this is silence
 ANALYZE_RATE = 16_000
 CONVERT_BITRATE = 24_000  # bits/s of the Opus we send: plenty for speech
-WAVEFORM_POINTS = 256  # Discord draws at most 256 bars
 TIMEOUT = 120.0
 
 EMPTY = "That recording is empty."
@@ -384,40 +381,22 @@ async def to_voice(data: bytes) -> VoiceClip:
     return VoiceClip(data, duration)
 
 
-def voice_waveform(pcm_samples: Sequence[float] | Sequence[int]) -> str:
-    """Base64 of up to 256 amplitude bytes (0-255), the preview Discord draws for voice."""
-    n = len(pcm_samples)
-    if n == 0:
-        return base64.b64encode(bytes(1)).decode()
-    points = min(WAVEFORM_POINTS, n)
-    peaks: list[float] = []
-    for i in range(points):
-        chunk = pcm_samples[i * n // points : (i + 1) * n // points]
-        peaks.append(max((abs(x) for x in chunk), default=0))
-    top = max(peaks) or 1
-    return base64.b64encode(bytes(min(255, round(p / top * 255)) for p in peaks)).decode()
-
-
-async def voice_metadata(data: bytes, duration: float | None = None) -> tuple[float, str]:
-    """(duration in seconds, waveform) of a voice message, decoded with ffmpeg when present.
-
-    Without ffmpeg, or for audio it cannot decode, the duration comes from the Ogg
-    granule (or the hint) and the waveform is flat.
-    """
-    rate = 8000
+async def decode_pcm(data: bytes, rate: int = 8000) -> array.array[int] | None:
+    """Mono 16-bit samples at `rate`, or None without ffmpeg or for audio it cannot decode
+    (adapters draw previews from these, e.g. Discord's voice-message waveform)."""
     ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg:
-        try:
-            rc, out, _ = await _run([ffmpeg, "-v", "error", "-i", "pipe:0", "-f", "s16le",
-                                     "-ac", "1", "-ar", str(rate), "pipe:1"], stdin=data,
-                                    timeout=30)
-            if rc == 0 and out:
-                samples = array.array("h")
-                samples.frombytes(out[: len(out) - len(out) % 2])
-                if sys.byteorder == "big":
-                    samples.byteswap()
-                return len(samples) / rate, voice_waveform(samples)
-        except (OSError, TimeoutError):
-            log.warning("ffmpeg could not decode the voice message", exc_info=True)
-    seconds = duration or ogg_duration(data) or 1.0
-    return seconds, base64.b64encode(bytes([128] * 32)).decode()
+    if not ffmpeg:
+        return None
+    try:
+        rc, out, _ = await _run([ffmpeg, "-v", "error", "-i", "pipe:0", "-f", "s16le",
+                                 "-ac", "1", "-ar", str(rate), "pipe:1"], stdin=data, timeout=30)
+    except (OSError, TimeoutError):
+        log.warning("ffmpeg could not decode the audio", exc_info=True)
+        return None
+    if rc != 0 or not out:
+        return None
+    samples = array.array("h")
+    samples.frombytes(out[: len(out) - len(out) % 2])
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return samples

@@ -11,6 +11,7 @@ from bot.errors import UserError
 
 if TYPE_CHECKING:
     from bot.context import Context
+    from bot.replies import Capabilities
 
 ParamType = Literal["str", "text", "int", "attachment"]
 Handler = Callable[["Context"], Awaitable[None]]
@@ -59,7 +60,7 @@ class CommandSpec:
     params: tuple[Param, ...] = ()
     handler: Handler | None = field(default=None, compare=False, repr=False)
     admin_in_groups: bool = False
-    platforms: tuple[str, ...] = ()
+    requires: str = ""  # a Capabilities flag the platform must have (e.g. "start_command")
     hidden: bool = False
 
     def usage(self) -> str:
@@ -72,9 +73,9 @@ class CommandSpec:
             parts.append(f"<{label}>" if p.required else f"[{label}]")
         return " ".join(parts)
 
-    def available_on(self, platform: str) -> bool:
-        """Some commands (Telegram's /start) exist on one platform only."""
-        return not self.platforms or platform in self.platforms
+    def available_on(self, capabilities: Capabilities) -> bool:
+        """Some commands exist only where the platform has a feature (/start: start_command)."""
+        return not self.requires or bool(getattr(capabilities, self.requires))
 
     def parse_text(self, rest: str) -> dict[str, Any]:
         """Parse the text after `/name` into typed args: words in order, `text` takes the rest."""
@@ -116,22 +117,26 @@ def command(
     name: str,
     *params: Param,
     admin_in_groups: bool = False,
-    platforms: tuple[str, ...] = (),
+    requires: str = "",
     hidden: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Attach a CommandSpec to a handler; the docstring's first line is its description."""
+    from bot.replies import Capabilities
+
     if not _NAME_RE.match(name):
         raise ValueError(f"invalid command name {name!r}")
+    if requires and requires not in Capabilities.__dataclass_fields__:
+        raise ValueError(f"/{name} requires an unknown capability {requires!r}")
 
     def wrap(fn: Handler) -> Handler:
         doc = (fn.__doc__ or name).strip().splitlines()[0].strip()
         spec = CommandSpec(
             name=name,
-            description=doc[:100],
+            description=doc,
             params=tuple(params),
             handler=fn,
             admin_in_groups=admin_in_groups,
-            platforms=platforms,
+            requires=requires,
             hidden=hidden,
         )
         fn.spec = spec  # type: ignore[attr-defined]
@@ -166,7 +171,7 @@ def resolve_choices(spec: CommandSpec, config: object) -> CommandSpec:
             value: Any = config
             for part in p.choices_from.split("."):
                 value = getattr(value, part)
-            p = replace(p, choices=tuple(str(v) for v in value)[:25])
+            p = replace(p, choices=tuple(str(v) for v in value))
         params.append(p)
     return replace(spec, params=tuple(params))
 
@@ -180,12 +185,12 @@ class CommandTable:
         self.specs = specs
         self.by_name = {s.name: s for s in specs}
 
-    def for_platform(self, platform: str) -> list[CommandSpec]:
-        """Commands shown on one platform, in registry order."""
-        return [s for s in self.specs if s.available_on(platform) and not s.hidden]
+    def for_platform(self, capabilities: Capabilities) -> list[CommandSpec]:
+        """Commands shown on a platform with these capabilities, in registry order."""
+        return [s for s in self.specs if s.available_on(capabilities) and not s.hidden]
 
     def parse(
-        self, text: str, platform: str, bot_username: str | None = None
+        self, text: str, capabilities: Capabilities, bot_username: str | None = None
     ) -> CommandCall | None:
         """Parse a typed command: None when not one; unknown names come back marked."""
         split = split_command(text, bot_username)
@@ -193,7 +198,7 @@ class CommandTable:
             return None
         name, rest = split
         spec = self.by_name.get(name)
-        if spec is None or not spec.available_on(platform):
+        if spec is None or not spec.available_on(capabilities):
             return CommandCall(name=name, args={}, raw=rest, unknown=True)
         try:
             return CommandCall(name=name, args=spec.parse_text(rest), raw=rest)

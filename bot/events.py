@@ -56,6 +56,9 @@ class Attachment:
     reader: Callable[[], Awaitable[bytes]] = field(repr=False)
     duration: float | None = None
     max_size: int = 25 * 1024 * 1024
+    # a recording the user made in the chat app to be heard (set by the adapter, e.g. for
+    # Telegram's round video notes): listened to and answered like a voice note
+    voice_note: bool = False
 
     async def read(self) -> bytes:
         """Download the file, refusing anything over the size limit before and after."""

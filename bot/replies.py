@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from bot.split import split_markdown
+
 if TYPE_CHECKING:
     from bot.streaming import ReplyStream
 
-Markup = Literal["telegram_html", "discord", "plain"]
 ChatAction = Literal["typing", "upload_photo", "record_voice", "upload_voice", "upload_document"]
 FileKind = Literal["image", "voice", "audio", "document"]
 
@@ -37,15 +38,21 @@ class OutFile:
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a platform tolerates; the streamer and splitter read these, never platform names."""
+    """What a platform tolerates and offers; the core reads these, never platform names."""
 
     max_text: int
     max_caption: int
     max_upload: int
     min_edit_interval: float
     voice_messages: bool
-    markup: Markup
     edits: bool = True
+    # how the platform counts max_text (Telegram: UTF-16 code units)
+    measure: Callable[[str], int] = len
+    # the platform's client sends /start when someone first opens a chat with the bot
+    start_command: bool = False
+    # limits of a native command UI: description / choice label length, choices per option
+    max_description: int | None = None
+    max_choices: int | None = None
 
 
 class Replier:
@@ -109,13 +116,9 @@ class Replier:
         return ReplyStream(self)
 
     def split(self, markdown: str) -> list[str]:
-        """Chunks of at most max_text; Telegram counts UTF-16 code units, Discord characters."""
-        from bot.render import discord_len, utf16_len
-        from bot.split import split_markdown
-
-        measure = {"telegram_html": utf16_len, "discord": discord_len}.get(
-            self.capabilities.markup, len)
-        return split_markdown(markdown, self.capabilities.max_text, measure=measure)
+        """Chunks of at most max_text, counted the platform's way (Capabilities.measure)."""
+        caps = self.capabilities
+        return split_markdown(markdown, caps.max_text, measure=caps.measure)
 
     async def reply_long(self, markdown: str) -> list[Sent]:
         """Send a complete text, split at the platform limit."""

@@ -12,15 +12,14 @@ PERSONA_LIMIT = 4000
 @command("help")
 async def help_cmd(ctx: Context) -> None:
     """Show what I can do and how to use each command"""
-    platform = ctx.inbound.channel.platform
     lines = ["**What I can do**", "",
              "Talk to me: in private chats just write; in groups mention me or reply to me.", ""]
-    for spec in ctx.commands.for_platform(platform):
+    for spec in ctx.commands.for_platform(ctx.reply.capabilities):
         lines.append(f"`{spec.usage()}` — {spec.description}")
     await ctx.reply.reply_long("\n".join(lines))
 
 
-@command("start", platforms=("telegram",))
+@command("start", requires="start_command")
 async def start_cmd(ctx: Context) -> None:
     """Start talking with the bot"""
     await ctx.reply.reply_long(

@@ -38,12 +38,9 @@ _NO_TRANSLATIONS = {"unsupported", "model_not_found", "bad_request"}
 
 
 def is_audio(att: Attachment) -> bool:
-    """Voice notes, audio files, Telegram video notes and audio sent as documents."""
-    if att.kind in ("voice", "audio"):
+    """Voice notes, audio files, recorded video notes and audio sent as documents."""
+    if att.kind in ("voice", "audio") or att.voice_note:
         return True
-    if att.kind == "video":
-        # Telegram's round video notes (the adapter names them video_note.mp4)
-        return att.filename.startswith("video_note")
     if att.kind == "document":
         return att.mime.startswith("audio/") or Path(att.filename).suffix.lower() in (
             AUDIO_EXTENSIONS)
@@ -61,7 +58,7 @@ def wants_audio(inbound: Inbound) -> bool:
 
 
 def _is_voice_note(att: Attachment) -> bool:
-    return att.kind == "voice" or (att.kind == "video" and is_audio(att))
+    return att.kind == "voice" or att.voice_note
 
 
 async def load(ctx: Context, att: Attachment) -> tuple[bytes, AudioInfo]:

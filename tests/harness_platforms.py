@@ -183,7 +183,7 @@ class DiscordDriver(Driver):
         self.mark()
         assert self.app is not None
         channel = self.channel(group, thread, user)
-        call = self.app.router.commands.parse(text, "discord")
+        call = self.app.router.commands.parse(text, self.app.adapters[0].capabilities)
         if call is not None and not call.unknown and not call.error and not as_bot:
             # a Discord user runs a known command through the slash-command UI; files go
             # into its attachment options, in order

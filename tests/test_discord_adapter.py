@@ -20,6 +20,7 @@ from adapters.discord_adapter import (
     DiscordAdapter,
     InteractionReplier,
     attachment_kind,
+    voice_metadata,
     voice_waveform,
 )
 from bot.commands import CommandSpec, CommandTable, Param
@@ -58,7 +59,7 @@ SPECS = [
             Param("question", "What to ask", type="text"),
         ),
     ),
-    CommandSpec("start", "Telegram only", platforms=("telegram",)),
+    CommandSpec("start", "Telegram only", requires="start_command"),
 ]
 
 Handler = Callable[[Inbound, Replier], Awaitable[None]]
@@ -350,6 +351,19 @@ def test_voice_waveform_shape() -> None:
     wave = base64.b64decode(voice_waveform([0.0, 0.5, -1.0, 0.25] * 1000))
     assert len(wave) == 256 and max(wave) == 255
     assert len(base64.b64decode(voice_waveform([1, -2, 3]))) == 3
+    assert base64.b64decode(voice_waveform([])) == b"\x00"
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+async def test_voice_metadata_from_the_ogg_sent() -> None:
+    duration, waveform = await voice_metadata(OutFile(ogg_opus(2.0), "a.ogg", "audio/ogg",
+                                                      "voice"))
+    assert duration == pytest.approx(2.0, abs=0.05)
+    wave = base64.b64decode(waveform)
+    assert len(wave) == 256 and max(wave) == 255
+    duration, waveform = await voice_metadata(OutFile(b"junk" * 10, "a.ogg", "audio/ogg",
+                                                      "voice", duration=3.0))
+    assert duration == 3.0 and len(set(base64.b64decode(waveform))) == 1
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")

@@ -35,7 +35,7 @@ class RecordingSink:
             CommandSpec("help", "Show what I can do"),
             CommandSpec("image", "Draw a picture",
                         params=(Param("prompt", "What to draw", "text", required=True),)),
-            CommandSpec("start", "Say hello", platforms=("telegram",)),
+            CommandSpec("start", "Say hello", requires="start_command"),
             CommandSpec("secret", "Hidden", hidden=True),
         ])
         self.received: list[tuple[Inbound, Replier]] = []

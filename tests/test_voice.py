@@ -546,8 +546,7 @@ async def test_speech_output_becomes_ogg_opus() -> None:
         await bot_audio.to_voice(b"not audio at all" * 10)
 
 
-async def test_voice_metadata_waveform() -> None:
-    duration, waveform = await bot_audio.voice_metadata(audio("ogg", 2.0))
-    assert duration == pytest.approx(2.0, abs=0.05)
-    wave = base64.b64decode(waveform)
-    assert len(wave) == 256 and max(wave) == 255
+async def test_decode_pcm() -> None:
+    samples = await bot_audio.decode_pcm(audio("ogg", 2.0), 8000)
+    assert samples is not None and len(samples) == pytest.approx(16000, abs=400)
+    assert await bot_audio.decode_pcm(b"not audio at all" * 10) is None
