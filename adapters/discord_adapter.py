@@ -32,9 +32,17 @@ from discord import app_commands
 from discord.http import Route
 
 from bot import audio
-from bot.commands import CommandCall, CommandSpec, Param
+from bot.commands import CommandSpec, Param
 from bot.errors import RateLimited, UserError
-from bot.events import Attachment, AttachmentKind, Author, ChannelKey, Inbound, Quoted
+from bot.events import (
+    Attachment,
+    AttachmentKind,
+    Author,
+    ChannelKey,
+    CommandCall,
+    Inbound,
+    Quoted,
+)
 from bot.render import discord_len, to_discord
 from bot.replies import Capabilities, ChatAction, OutFile, Replier, Sent
 

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.errors import UserError
+from bot.events import CommandCall
+from bot.replies import Capabilities
 
 if TYPE_CHECKING:
     from bot.context import Context
-    from bot.replies import Capabilities
 
 ParamType = Literal["str", "text", "int", "attachment"]
 Handler = Callable[["Context"], Awaitable[None]]
@@ -121,8 +122,6 @@ def command(
     hidden: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Attach a CommandSpec to a handler; the docstring's first line is its description."""
-    from bot.replies import Capabilities
-
     if not _NAME_RE.match(name):
         raise ValueError(f"invalid command name {name!r}")
     if requires and requires not in Capabilities.__dataclass_fields__:
@@ -204,14 +203,3 @@ class CommandTable:
             return CommandCall(name=name, args=spec.parse_text(rest), raw=rest)
         except UserError as e:
             return CommandCall(name=name, args={}, raw=rest, error=e.message)
-
-
-@dataclass(frozen=True, slots=True)
-class CommandCall:
-    """A parsed command call; `unknown` marks a /word matching no command, `error` bad args."""
-
-    name: str
-    args: dict[str, Any]
-    raw: str = ""
-    unknown: bool = False
-    error: str | None = None

@@ -5,12 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from bot.commands import CommandCall
 from bot.errors import UserError
 
 AttachmentKind = Literal["image", "voice", "audio", "video", "document"]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandCall:
+    """A parsed command call; `unknown` marks a /word matching no command, `error` bad args."""
+
+    name: str
+    args: dict[str, Any]
+    raw: str = ""
+    unknown: bool = False
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from bot.split import split_markdown
-
-if TYPE_CHECKING:
-    from bot.streaming import ReplyStream
+from bot.streaming import ReplyStream
 
 ChatAction = Literal["typing", "upload_photo", "record_voice", "upload_voice", "upload_document"]
 FileKind = Literal["image", "voice", "audio", "document"]
@@ -89,9 +89,6 @@ class Replier:
     @asynccontextmanager
     async def working(self, action: ChatAction = "typing") -> AsyncIterator[None]:
         """Keep a chat action alive while the body runs; defers interactions first."""
-        import asyncio
-        import contextlib
-
         await self.defer()
 
         async def keep_alive() -> None:
@@ -109,10 +106,8 @@ class Replier:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def stream(self) -> ReplyStream:
+    def stream(self) -> ReplyStream[Sent]:
         """A growing reply: append deltas, edits are coalesced within platform limits."""
-        from bot.streaming import ReplyStream
-
         return ReplyStream(self)
 
     def split(self, markdown: str) -> list[str]:

@@ -12,13 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 from bot.errors import RateLimited
 from bot.render import fence_open
-
-if TYPE_CHECKING:
-    from bot.replies import Replier, Sent
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +25,41 @@ FIRST_SEND_DELAY = 0.35
 FINAL_ATTEMPTS = 4
 
 
-class ReplyStream:
+S = TypeVar("S")
+
+
+class Pacing(Protocol):
+    """The part of Capabilities a stream paces itself by."""
+
+    @property
+    def min_edit_interval(self) -> float: ...
+
+    @property
+    def edits(self) -> bool: ...
+
+
+class Target(Protocol[S]):
+    """What a stream writes to: a Replier. Declared here, so that bot/replies.py imports this
+    module and never the reverse."""
+
+    @property
+    def capabilities(self) -> Pacing: ...
+
+    def split(self, markdown: str) -> list[str]: ...
+
+    async def send(self, markdown: str) -> S: ...
+
+    async def edit(self, sent: S, markdown: str) -> S: ...
+
+
+class ReplyStream(Generic[S]):
     """One growing reply; may span several platform messages when it passes max_text."""
 
-    def __init__(self, replier: Replier, *, first_send_delay: float = FIRST_SEND_DELAY) -> None:
+    def __init__(self, replier: Target[S], *,
+                 first_send_delay: float = FIRST_SEND_DELAY) -> None:
         self.replier = replier
         self.text = ""
-        self.sent: list[Sent] = []
+        self.sent: list[S] = []
         self._sent_text: list[str] = []
         self._first_delay = first_send_delay
         self._interval = replier.capabilities.min_edit_interval
@@ -111,7 +136,7 @@ class ReplyStream:
             self.text += "\n```"
         self.append(f"\n\n{note}" if self.text else note)
 
-    async def finish(self, note: str = "") -> list[Sent]:
+    async def finish(self, note: str = "") -> list[S]:
         """Land the complete text (plus an optional note), retrying until it is there."""
         if note:
             self.append_note(note)
