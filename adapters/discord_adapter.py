@@ -591,9 +591,24 @@ class DiscordAdapter:
         for spec in specs:
             tree.add_command(self._app_command(spec))
 
-    def _app_command(self, spec: CommandSpec) -> app_commands.Command[Any, ..., Any]:
-        """A CommandSpec as a discord.py app command with typed options."""
-        params = [
+    def _app_command(
+        self, spec: CommandSpec
+    ) -> app_commands.Command[Any, ..., Any] | app_commands.Group:
+        """A CommandSpec as a discord.py app command, or a Group of its subcommands."""
+        if not spec.subcommands:
+            return self._leaf(spec, None, spec.name, spec.description, spec.params)
+        group = app_commands.Group(name=spec.name, description=_fit(spec.description))
+        for sub in spec.subcommands:
+            group.add_command(self._leaf(spec, sub.name, sub.name, sub.description, sub.params))
+        return group
+
+    def _leaf(
+        self, spec: CommandSpec, sub: str | None, name: str, description: str,
+        params: tuple[Param, ...],
+    ) -> app_commands.Command[Any, ..., Any]:
+        """One invocable command with typed options, declared through discord.py's public
+        decorators (describe / rename / choices) on a generated signature."""
+        signature = [
             inspect.Parameter(
                 "interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                 annotation=discord.Interaction,
@@ -602,55 +617,52 @@ class DiscordAdapter:
         renames: dict[str, str] = {}
         descriptions: dict[str, str] = {}
         choices: dict[str, list[app_commands.Choice[Any]]] = {}
-        ordered = sorted(spec.params, key=lambda p: not p.required)  # Discord: required first
+        ordered = sorted(params, key=lambda p: not p.required)  # Discord: required first
         for i, p in enumerate(ordered):
-            pyname = f"p{i}"
+            pyname = f"p{i}"  # option names need not be Python identifiers
             renames[pyname] = p.name
             descriptions[pyname] = _fit(p.description or p.name)
-            params.append(
+            signature.append(
                 inspect.Parameter(
                     pyname, inspect.Parameter.KEYWORD_ONLY,
                     annotation=self._annotation(p),
                     default=inspect.Parameter.empty if p.required else None,
                 )
             )
-            if p.choices and _choices_fit(p.choices) and p.type != "attachment":
-                choices[pyname] = [self._choice(p, c) for c in p.choices]
-        names = dict(renames)
+            if p.choices and _choices_fit(p.choices) and p.type in ("str", "text"):
+                choices[pyname] = [app_commands.Choice(name=c, value=c) for c in p.choices]
         adapter = self
 
         async def callback(interaction: discord.Interaction, **kwargs: Any) -> None:
-            await adapter.on_slash(spec, interaction, {names[k]: v for k, v in kwargs.items()})
+            await adapter.on_slash(spec, sub, interaction,
+                                   {renames[k]: v for k, v in kwargs.items()})
 
-        callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        callback.__discord_app_commands_param_rename__ = renames  # type: ignore[attr-defined]
-        callback.__discord_app_commands_param_description__ = descriptions  # type: ignore[attr-defined]
+        callback.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
+        decorated: Any = callback
+        if ordered:
+            decorated = app_commands.rename(**renames)(decorated)
+            decorated = app_commands.describe(**descriptions)(decorated)
         if choices:
-            callback.__discord_app_commands_param_choices__ = choices  # type: ignore[attr-defined]
-        return app_commands.Command(
-            name=spec.name,
-            description=_fit(spec.description or spec.name),
-            callback=callback,
-        )
+            decorated = app_commands.choices(**choices)(decorated)
+        return app_commands.Command(name=name, description=_fit(description or name),
+                                    callback=decorated)
 
     @staticmethod
     def _annotation(p: Param) -> Any:
         if p.type == "attachment":
             return discord.Attachment
-        if p.type == "int":
+        if p.type in ("int", "float"):
+            kind = int if p.type == "int" else float
             if p.min_value is not None or p.max_value is not None:
-                return app_commands.Range[int, p.min_value, p.max_value]
-            return int
+                low = None if p.min_value is None else kind(p.min_value)
+                high = None if p.max_value is None else kind(p.max_value)
+                return app_commands.Range[kind, low, high]  # type: ignore[valid-type]
+            return kind
         return str
 
-    @staticmethod
-    def _choice(p: Param, value: str) -> app_commands.Choice[Any]:
-        if p.type == "int" and re.fullmatch(r"-?\d+", value):
-            return app_commands.Choice(name=value, value=int(value))
-        return app_commands.Choice(name=value, value=value)
-
     async def on_slash(
-        self, spec: CommandSpec, interaction: discord.Interaction, args: dict[str, Any]
+        self, spec: CommandSpec, sub: str | None, interaction: discord.Interaction,
+        args: dict[str, Any],
     ) -> None:
         """A slash command -> Inbound with a typed CommandCall; answered via the interaction."""
         assert self.sink is not None
@@ -663,12 +675,13 @@ class DiscordAdapter:
                 value = to_attachment(value)
                 attachments.append(value)
             converted[name] = value
-        raw = " ".join(
-            str(converted[p.name]) for p in spec.params
-            if p.type != "attachment" and converted.get(p.name) not in (None, "")
-        )
+        found = spec.subcommand(sub) if sub else None
+        params = found.params if found is not None else spec.params
+        raw = " ".join([*([sub] if sub else []), *(
+            str(converted[p.name]) for p in params
+            if p.type != "attachment" and converted.get(p.name) not in (None, ""))])
         try:
-            call = CommandCall(name=spec.name, args=spec.check(converted), raw=raw)
+            call = CommandCall(name=spec.name, args=spec.check(converted, sub), raw=raw, sub=sub)
         except UserError as e:
             call = CommandCall(name=spec.name, args={}, raw=raw, error=e.message)
         user = interaction.user

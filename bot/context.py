@@ -38,6 +38,26 @@ class Context:
         """The typed arguments of the command being handled ({} for plain messages)."""
         return self.inbound.command.args if self.inbound.command else {}
 
+    @property
+    def sub(self) -> str | None:
+        """The subcommand being handled (`/voice speed 1.5` -> "speed"), or None."""
+        return self.inbound.command.sub if self.inbound.command else None
+
+    def text(self, name: str) -> str:
+        """A str/text argument, "" when not given."""
+        value = self.args.get(name)
+        return value if isinstance(value, str) else ""
+
+    def number(self, name: str) -> float | None:
+        """A float argument (checked against its range by the Param), None when not given."""
+        value = self.args.get(name)
+        return float(value) if isinstance(value, int | float) else None
+
+    def integer(self, name: str) -> int | None:
+        """An int argument (checked against its range by the Param), None when not given."""
+        value = self.args.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
     def is_admin(self) -> bool:
         """Admins are listed as `platform:user_id` or bare ids in [access] admins."""
         return listed(self.config.access.admins, self.inbound.channel.platform,

@@ -14,13 +14,18 @@ AttachmentKind = Literal["image", "voice", "audio", "video", "document"]
 
 @dataclass(frozen=True, slots=True)
 class CommandCall:
-    """A parsed command call; `unknown` marks a /word matching no command, `error` bad args."""
+    """A parsed command call; `unknown` marks a /word matching no command, `error` bad args.
+
+    `args` hold values already checked and converted by the command's Params (str, int,
+    float, Attachment); `sub` is the subcommand (`/voice speed 1.5` -> "speed"), if any.
+    """
 
     name: str
     args: dict[str, Any]
     raw: str = ""
     unknown: bool = False
     error: str | None = None
+    sub: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

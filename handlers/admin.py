@@ -41,7 +41,7 @@ async def reset_cmd(ctx: Context) -> None:
 )
 async def persona_cmd(ctx: Context) -> None:
     """Show or set this chat's persona (system prompt)"""
-    text = str(ctx.args.get("text", "")).strip()
+    text = ctx.text("text")
     if not text:
         current = await ctx.store.setting(ctx.channel, "persona")
         label = "Custom persona" if current else "Default persona"
@@ -68,7 +68,7 @@ async def persona_cmd(ctx: Context) -> None:
 async def model_cmd(ctx: Context) -> None:
     """Show or change the chat model for this chat"""
     choices = ctx.config.models.choices
-    name = str(ctx.args.get("name", "")).strip()
+    name = ctx.text("name")
     current = await ctx.setting("model", ctx.config.models.chat)
     if not name:
         listed = ", ".join(f"`{c}`" for c in choices)

@@ -12,7 +12,7 @@ import logging
 import re
 
 from bot import audio
-from bot.commands import Handler, Param, command
+from bot.commands import Handler, Param, Subcommand, command, spec_of
 from bot.context import Context
 from bot.errors import UserError
 from bot.render import to_plain
@@ -27,8 +27,7 @@ MODE_LABEL = {"always": "on (every answer is spoken)",
               "never": "off (text answers only)",
               "auto": "auto (voice notes are answered with voice)"}
 SAY_USAGE = "Usage: `/say <text>`, or reply to a message with `/say`."
-VOICE_USAGE = ("Usage: `/voice on|off|auto`, `/voice <name>`, `/voice speed <0.25-4>`, "
-               "`/voice tone <how to speak>|reset`, or `/voice reset`.")
+TONE_LIMIT = 1000
 
 _FENCE = re.compile(r"^\s*(```|~~~).*?^\s*\1\s*$", re.M | re.S)
 _URL_IN_PARENS = re.compile(r"\s*\((?:https?|mailto|tg):[^)\s]*\)")
@@ -122,7 +121,7 @@ def spoken(handler: Handler) -> Handler:
 @command("say", Param("text", "What to say", type="text"))
 async def say_cmd(ctx: Context) -> None:
     """Say a text as a voice message"""
-    text = str(ctx.args.get("text", "")).strip()
+    text = ctx.text("text")
     quoted = ctx.inbound.reply_to
     if not text and quoted is not None:
         text = quoted.text.strip()
@@ -138,73 +137,68 @@ async def say_cmd(ctx: Context) -> None:
             "as one voice message can hold.)")
 
 
-@command("voice", Param("setting", "on, off, auto, a voice name, speed N, tone TEXT, reset",
-                        type="text"))
+VOICE_PARTS = (
+    Subcommand("show", "Show the voice settings here"),
+    Subcommand("on", "Speak every answer, as a voice message with the text"),
+    Subcommand("off", "Text answers only"),
+    Subcommand("auto", "Answer voice notes with voice, text with text"),
+    Subcommand("reset", "All voice settings back to the defaults"),
+    Subcommand("name", "Choose the voice", (
+        Param("name", "The voice to speak with", required=True, choices_from="voice.voices"),)),
+    Subcommand("speed", "Choose the speaking speed", (
+        Param("speed", f"From {MIN_SPEED:g} (slow) to {MAX_SPEED:g} (fast); 1 is normal",
+              type="float", required=True, min_value=MIN_SPEED, max_value=MAX_SPEED),)),
+    Subcommand("tone", "Describe how to speak (newer speech models), or 'reset'", (
+        Param("tone", "e.g. calm and warm; 'reset' for the default", type="text",
+              required=True),)),
+)
+
+
+@command("voice", *VOICE_PARTS)
 async def voice_cmd(ctx: Context) -> None:
     """Spoken answers here: on/off/auto, which voice, speed and tone"""
-    raw = str(ctx.args.get("setting", "")).strip()
-    word, _, rest = raw.partition(" ")
-    word, rest = word.lower(), rest.strip()
+    sub = ctx.sub
     cfg = ctx.config.voice
-    if not raw:
+    if sub is None or sub == "show":
         await ctx.reply.reply_long(await _describe(ctx))
-        return
-    if word in MODES and not rest:
-        await ctx.store.set_setting(ctx.channel, "reply_voice", MODES[word])
-        await ctx.reply.reply_long(f"Spoken answers: {MODE_LABEL[MODES[word]]}.")
-        return
-    if word == "reset" and not rest:
+    elif sub in MODES:
+        await ctx.store.set_setting(ctx.channel, "reply_voice", MODES[sub])
+        await ctx.reply.reply_long(f"Spoken answers: {MODE_LABEL[MODES[sub]]}.")
+    elif sub == "reset":
         for key in ("reply_voice", "voice", "voice_speed", "voice_tone"):
             await ctx.store.set_setting(ctx.channel, key, None)
         await ctx.reply.reply_long("Voice settings reset to the defaults.")
-        return
-    if word == "speed":
-        speed = _parse_speed(rest)
+    elif sub == "name":
+        name = ctx.text("name")
+        await ctx.store.set_setting(ctx.channel, "voice", None if name == cfg.voice else name)
+        await ctx.reply.reply_long(f"Voice: `{name}`.")
+    elif sub == "speed":
+        speed = round(ctx.number("speed") or cfg.speed, 2)
         await ctx.store.set_setting(ctx.channel, "voice_speed",
                                     None if speed == cfg.speed else speed)
         await ctx.reply.reply_long(f"Speaking speed: {speed:g}×.")
-        return
-    if word == "tone":
-        if not rest:
-            raise UserError("Usage: `/voice tone <how to speak>` or `/voice tone reset`.")
-        if rest.lower() == "reset":
-            await ctx.store.set_setting(ctx.channel, "voice_tone", None)
-            await ctx.reply.reply_long("Speaking tone reset to the default.")
-            return
-        if len(rest) > 1000:
-            raise UserError("That tone description is too long (the limit is 1,000 "
-                            "characters).")
-        await ctx.store.set_setting(ctx.channel, "voice_tone", rest)
-        note = ("" if not ctx.config.models.tts.startswith("tts-1") else
-                f" (the current model, `{ctx.config.models.tts}`, ignores tone)")
-        await ctx.reply.reply_long(f"Speaking tone set{note}.")
-        return
-    names = {v.lower(): v for v in cfg.voices}
-    if word in names and not rest:
-        name = names[word]
-        await ctx.store.set_setting(ctx.channel, "voice", None if name == cfg.voice else name)
-        await ctx.reply.reply_long(f"Voice: `{name}`.")
-        return
-    listed = ", ".join(f"`{v}`" for v in cfg.voices)
-    raise UserError(f"I don't know the voice setting `{raw[:40]}`. {VOICE_USAGE}\n"
-                    f"Voices: {listed}")
+    elif sub == "tone":
+        await _set_tone(ctx, ctx.text("tone"))
 
 
-def _parse_speed(text: str) -> float:
-    try:
-        speed = float(text.rstrip("x×"))
-    except ValueError:
-        raise UserError(f"Usage: `/voice speed <{MIN_SPEED:g}-{MAX_SPEED:g}>`, "
-                        "e.g. `/voice speed 1.25`.") from None
-    if not MIN_SPEED <= speed <= MAX_SPEED:
-        raise UserError(f"The speed must be between {MIN_SPEED:g} and {MAX_SPEED:g}.")
-    return round(speed, 2)
+async def _set_tone(ctx: Context, tone: str) -> None:
+    if tone.lower() == "reset":
+        await ctx.store.set_setting(ctx.channel, "voice_tone", None)
+        await ctx.reply.reply_long("Speaking tone reset to the default.")
+        return
+    if len(tone) > TONE_LIMIT:
+        raise UserError(f"That tone description is too long (the limit is {TONE_LIMIT:,} "
+                        "characters).")
+    await ctx.store.set_setting(ctx.channel, "voice_tone", tone)
+    note = ("" if not ctx.config.models.tts.startswith("tts-1") else
+            f" (the current model, `{ctx.config.models.tts}`, ignores tone)")
+    await ctx.reply.reply_long(f"Speaking tone set{note}.")
 
 
 async def _describe(ctx: Context) -> str:
     voice, speed, tone = await voice_settings(ctx)
     mode = await reply_mode(ctx)
-    listed = ", ".join(f"`{v}`" for v in ctx.config.voice.voices)
+    spec = spec_of(voice_cmd)
     lines = [
         "**Voice settings here**",
         f"Spoken answers: {MODE_LABEL.get(mode, mode)}",
@@ -212,7 +206,7 @@ async def _describe(ctx: Context) -> str:
         f"Speed: {speed:g}×",
         f"Tone: {tone or '(default)'}",
         "",
-        VOICE_USAGE,
-        f"Voices: {listed}",
+        spec.usage_text(),
+        "Voices: " + ", ".join(f"`{v}`" for v in ctx.config.voice.voices),
     ]
     return "\n".join(lines)

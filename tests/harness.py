@@ -156,9 +156,10 @@ class Driver:
     async def send_text(self, text: str, *, user: User = ALICE, group: bool = False,
                         mention: bool = False, reply_to: str | None = None,
                         thread: bool = False, as_bot: bool = False,
-                        files: list[File] | None = None) -> None:
-        """Post a message (optionally with files; a command with files on Discord is a
-        slash command whose attachment options get them, in order)."""
+                        files: list[File] | None = None, typed: bool = False) -> None:
+        """Post a message, optionally with files. On Discord a known command is run as a
+        slash command (files go into its attachment options, in order) unless `typed`:
+        then it is typed as a message, as it must be when it replies to another one."""
         raise NotImplementedError
 
     def replies(self, *, group: bool = False, thread: bool = False,
@@ -203,7 +204,7 @@ class ConsoleDriver(Driver):
     async def send_text(self, text: str, *, user: User = ALICE, group: bool = False,
                         mention: bool = False, reply_to: str | None = None,
                         thread: bool = False, as_bot: bool = False,
-                        files: list[File] | None = None) -> None:
+                        files: list[File] | None = None, typed: bool = False) -> None:
         assert not group, "the console has no groups"
         self.mark()
         # one terminal, but the refused-user test needs a second person at it

@@ -90,7 +90,7 @@ class TelegramDriver(Driver):
     async def send_text(self, text: str, *, user: User = ALICE, group: bool = False,
                         mention: bool = False, reply_to: str | None = None,
                         thread: bool = False, as_bot: bool = False,
-                        files: list[File] | None = None) -> None:
+                        files: list[File] | None = None, typed: bool = False) -> None:
         self.mark()
         where: dict[str, Any] = dict(
             first_name=user.name, chat_type="supergroup" if group or thread else "private",
@@ -179,21 +179,31 @@ class DiscordDriver(Driver):
     async def send_text(self, text: str, *, user: User = ALICE, group: bool = False,
                         mention: bool = False, reply_to: str | None = None,
                         thread: bool = False, as_bot: bool = False,
-                        files: list[File] | None = None) -> None:
+                        files: list[File] | None = None, typed: bool = False) -> None:
         self.mark()
         assert self.app is not None
         channel = self.channel(group, thread, user)
-        call = self.app.router.commands.parse(text, self.app.adapters[0].capabilities)
-        if call is not None and not call.unknown and not call.error and not as_bot:
-            # a Discord user runs a known command through the slash-command UI; files go
-            # into its attachment options, in order
+        commands = self.app.router.commands
+        call = commands.parse(text, self.app.adapters[0].capabilities)
+        spec = commands.by_name.get(call.name) if call is not None else None
+        # what the slash-command UI can send: a known command with valid options (a group
+        # only with a subcommand); anything else a user can only type as a message
+        slash = (call is not None and spec is not None and not call.unknown
+                 and not call.error and not as_bot and not typed
+                 and not (spec.subcommands and call.sub is None))
+        if slash and reply_to is not None:
+            raise AssertionError("a slash command cannot reply to a message: pass typed=True")
+        if slash:
+            assert call is not None and spec is not None
             options: dict[str, object] = dict(call.args)
-            spec = self.app.router.commands.by_name[call.name]
-            slots = [p.name for p in spec.params if p.type == "attachment"]
+            found = spec.subcommand(call.sub) if call.sub else None
+            params = found.params if found is not None else spec.params
+            slots = [p.name for p in params if p.type == "attachment"]
             for name, f in zip(slots, files or [], strict=False):
                 options[name] = (f.data, f.filename, f.mime)
             self.fake.slash(call.name, options, channel_id=channel, user_id=user.id,
-                            username=user.name.lower(), dm=not (group or thread))
+                            username=user.name.lower(), dm=not (group or thread),
+                            sub=call.sub)
             return
         attachments = [(f.data, f.filename, f.mime) for f in files or []]
         voice = any(f.kind == "voice" for f in files or [])

@@ -23,7 +23,7 @@ from adapters.discord_adapter import (
     voice_metadata,
     voice_waveform,
 )
-from bot.commands import CommandSpec, CommandTable, Param
+from bot.commands import CommandSpec, CommandTable, Param, Subcommand
 from bot.config import Config, load_config
 from bot.events import Inbound
 from bot.replies import OutFile, Replier
@@ -60,6 +60,15 @@ SPECS = [
         ),
     ),
     CommandSpec("start", "Telegram only", requires="start_command"),
+    CommandSpec("pick", "Pick one of many", (
+        Param("item", "Which", choices=tuple(f"item{i}" for i in range(30)), required=True),)),
+    CommandSpec("tune", "T" * 150, subcommands=(
+        Subcommand("on", "Switch on"),
+        Subcommand("speed", "How fast", (Param("speed", "s" * 120, type="float", required=True,
+                                               min_value=0.25, max_value=4.0),)),
+        Subcommand("name", "Pick a name", (Param("name", "Which", choices=("ann", "bo"),
+                                                 required=True),)),
+    )),
 ]
 
 Handler = Callable[[Inbound, Replier], Awaitable[None]]
@@ -151,7 +160,8 @@ def ogg_opus(seconds: float = 1.0) -> bytes:
 
 async def test_start_syncs_commands_with_options_and_choices(bot: Any, fake: FakeDiscord) -> None:
     names = [c["name"] for c in fake.commands]
-    assert names == ["help", "model", "image", "describe"]  # telegram-only /start is not synced
+    # /start needs a capability Discord lacks: not synced
+    assert names == ["help", "model", "image", "describe", "pick", "tune"]
     by_name = {c["name"]: c for c in fake.commands}
     model = by_name["model"]["options"][0]
     assert model["type"] == 3 and model["required"] is True
@@ -162,6 +172,18 @@ async def test_start_syncs_commands_with_options_and_choices(bot: Any, fake: Fak
     assert (count["min_value"], count["max_value"]) == (1, 4)
     assert by_name["describe"]["options"][0]["type"] == 11
     assert by_name["image"]["description"] == "Draw a picture"
+    # 30 choices are more than Discord offers: a free option, checked by the core
+    (item,) = by_name["pick"]["options"]
+    assert item["type"] == 3 and "choices" not in item
+    tune = by_name["tune"]
+    assert len(tune["description"]) == 100 and tune["description"].endswith("…")
+    assert [(o["name"], o["type"]) for o in tune["options"]] == [
+        ("on", 1), ("speed", 1), ("name", 1)]
+    (speed,) = tune["options"][1]["options"]
+    assert (speed["type"], speed["min_value"], speed["max_value"]) == (10, 0.25, 4.0)
+    assert speed["required"] is True and len(speed["description"]) == 100
+    (name,) = tune["options"][2]["options"]
+    assert [c["value"] for c in name["choices"]] == ["ann", "bo"]
     assert any(c.method == "PUT" and c.path.endswith("/commands") for c in fake.calls)
 
 
@@ -463,10 +485,74 @@ async def test_slash_send_before_defer_responds_directly(bot: Any, fake: FakeDis
 
 async def test_slash_bad_args_become_command_error(bot: Any, fake: FakeDiscord) -> None:
     _, sink = bot
-    fake.slash("image", {"prompt": "x", "count": 9}, channel_id=fake.channel_id, user_id=ALICE)
+    fake.slash("pick", {"item": "item99"}, channel_id=fake.channel_id, user_id=ALICE)
     inbound, _ = await next_inbound(fake, sink)
     assert inbound.command is not None and inbound.command.error is not None
-    assert "at most 4" in inbound.command.error
+    assert "must be one of" in inbound.command.error
+
+
+async def test_fake_offers_only_what_discord_s_ui_can_send(bot: Any, fake: FakeDiscord) -> None:
+    with pytest.raises(AssertionError, match=r"takes 1\.\.4"):
+        fake.slash("image", {"prompt": "x", "count": 9}, channel_id=fake.channel_id,
+                   user_id=ALICE)
+    with pytest.raises(AssertionError, match="needs one of the subcommands"):
+        fake.slash("tune", {}, channel_id=fake.channel_id, user_id=ALICE)
+    with pytest.raises(AssertionError, match="offers only"):
+        fake.slash("tune", {"name": "cy"}, sub="name", channel_id=fake.channel_id,
+                   user_id=ALICE)
+
+
+async def test_slash_subcommand_arrives_nested_and_typed(bot: Any, fake: FakeDiscord) -> None:
+    _, sink = bot
+    payload = fake.slash("tune", {"speed": 1.5}, sub="speed", channel_id=fake.channel_id,
+                         user_id=ALICE)
+    assert payload["data"]["options"] == [
+        {"name": "speed", "type": 1, "options": [{"name": "speed", "type": 10, "value": 1.5}]}]
+    inbound, _ = await next_inbound(fake, sink)
+    call = inbound.command
+    assert call is not None and call.error is None
+    assert (call.name, call.sub, call.args) == ("tune", "speed", {"speed": 1.5})
+    assert inbound.text == "/tune speed 1.5"
+    fake.slash("tune", {}, sub="on", channel_id=fake.channel_id, user_id=ALICE)
+    inbound, _ = await next_inbound(fake, sink, 2)
+    assert inbound.command is not None and (inbound.command.sub, inbound.command.args) == (
+        "on", {})
+
+
+async def test_fake_validates_command_json_like_discord(fake: FakeDiscord) -> None:
+    import aiohttp
+
+    auth = {"Authorization": f"Bot {fake.token}"}
+    url = f"{fake.api_base}/applications/{fake.application_id}/commands"
+
+    def opt(name: str, otype: int = 3, **kw: Any) -> dict[str, Any]:
+        return {"name": name, "description": "d", "type": otype, **kw}
+
+    sub = opt("on", 1)
+    bad = [
+        {"name": "Caps", "description": "d"},
+        {"name": "ok", "description": "x" * 101},
+        {"name": "mixed", "description": "d", "options": [sub, opt("word")]},
+        {"name": "deep", "description": "d", "options": [opt("on", 1, options=[opt("x", 1)])]},
+        {"name": "group", "description": "d", "options": [opt("g", 2, options=[opt("w")])]},
+        {"name": "many", "description": "d", "options": [opt(
+            "w", choices=[{"name": f"c{i}", "value": f"c{i}"} for i in range(26)])]},
+        {"name": "order", "description": "d", "options": [opt("a"), opt("b", required=True)]},
+        {"name": "bound", "description": "d", "options": [opt("a", min_value=1)]},
+        {"name": "huge", "description": "d", "options": [opt(f"o{i}", description="y" * 100,
+            choices=[{"name": "n" * 100, "value": "v" * 100}] * 25) for i in range(2)]},
+    ]
+    async with aiohttp.ClientSession() as http:
+        for cmd in bad:
+            async with http.put(url, json=[cmd], headers=auth) as r:
+                body = await r.json()
+                assert r.status == 400 and body["code"] == 50035, (cmd["name"], body)
+        good = {"name": "voice", "description": "d", "options": [
+            sub, opt("speed", 1, options=[opt("speed", 10, required=True, min_value=0.25,
+                                              max_value=4)]),
+            opt("g", 2, options=[opt("x", 1, options=[opt("w", 11)])])]}
+        async with http.put(url, json=[good], headers=auth) as r:
+            assert r.status == 200, await r.text()
 
 
 async def test_slash_attachment_and_dm_and_thread(bot: Any, fake: FakeDiscord) -> None:

@@ -356,7 +356,7 @@ async def test_voice_on_speaks_typed_answers_and_off_silences_voice_notes(
 
 
 async def test_voice_settings_persist_across_restart(chat: Driver) -> None:
-    await say(chat, "/voice nova")
+    await say(chat, "/voice name NOVA")
     await say(chat, "/voice speed 1.5")
     await say(chat, "/voice tone cheerful and warm")
     await say(chat, "/voice off")
@@ -378,11 +378,33 @@ async def test_voice_settings_persist_across_restart(chat: Driver) -> None:
 
 async def test_voice_rejects_bad_settings(chat: Driver) -> None:
     await say(chat, "/voice robot")
-    assert texts(chat)[-1].startswith("I don't know the voice setting robot.")
+    reply = texts(chat)[-1]
+    assert reply.startswith("/voice has no option robot. Usage:")
+    assert "/voice speed <0.25-4> — Choose the speaking speed" in reply
+    await say(chat, "/voice name robot")
+    assert texts(chat)[-1].startswith("name must be one of: alloy, ash,")
     await say(chat, "/voice speed 9")
-    assert texts(chat)[-1] == "The speed must be between 0.25 and 4."
+    assert texts(chat)[-1] == "speed must be between 0.25 and 4."
     await say(chat, "/voice speed fast")
-    assert texts(chat)[-1] == "Usage: /voice speed <0.25-4>, e.g. /voice speed 1.25."
+    assert texts(chat)[-1] == "speed must be a number from 0.25 to 4."
+    await say(chat, "/voice tone")
+    assert texts(chat)[-1] == "Missing tone. Usage: /voice tone <tone>"
+    assert await chat.app.store.settings(_channel_key(chat)) == {}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("typed", [False, True], ids=["native", "typed"])
+async def test_voice_speed_parses_the_same_everywhere(chat: Driver, typed: bool) -> None:
+    """`/voice speed 1.5` typed as text, or (Discord) picked in the slash-command UI."""
+    if typed and chat.platform != "discord":
+        pytest.skip("text is the only way to send it here")
+    await chat.send_text("/voice speed 1.5", typed=typed)
+    await chat.settle()
+    assert texts(chat)[-1] == "Speaking speed: 1.5×."
+    settings = await chat.app.store.settings(_channel_key(chat))  # type: ignore[union-attr]
+    assert settings == {"voice_speed": 1.5}
+    await chat.send_text("/voice name Coral", typed=typed)
+    await chat.settle()
+    assert texts(chat)[-1] == "Voice: coral."
 
 
 async def test_voice_forbidden_falls_back_to_a_file(chat: Driver) -> None:
@@ -464,6 +486,14 @@ async def test_translate_without_audio(chat: Driver) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+def _channel_key(chat: Driver) -> str:
+    """The private chat's channel key on each platform."""
+    if chat.platform == "console":
+        return "console:local"
+    if chat.platform == "telegram":
+        return "telegram:1001"
+    return f"discord:{chat.fake.dm_channel(1001)}"  # type: ignore[attr-defined]
 
 def _png() -> bytes:
     import io

@@ -61,7 +61,27 @@ REQUIRED_INTENTS = INTENT_GUILD_MESSAGES | INTENT_DIRECT_MESSAGES | INTENT_MESSA
 ALL_INTENTS = (1 << 26) - 1
 
 OPTION_TYPES = range(1, 12)  # SUB_COMMAND .. ATTACHMENT
-_COMMAND_NAME_RE = re.compile(r"^[-_\w]{1,32}$")
+SUB_COMMAND, SUB_COMMAND_GROUP, STRING, INTEGER, NUMBER, ATTACHMENT = 1, 2, 3, 4, 10, 11
+VALUE_TYPES = range(3, 12)  # what a subcommand's options may be
+# Discord: ^[-_'\p{L}\p{N}\p{sc=Deva}\p{sc=Thai}]{1,32}$, lowercase where a letter has a
+# lowercase form; Python's unicode \w (letters, digits, marks, _) is the close equivalent
+_COMMAND_NAME_RE = re.compile(r"^[-_'\w]{1,32}$")
+
+
+def _valid_name(name: str) -> bool:
+    """A chat-input command or option name as Discord accepts it."""
+    return bool(_COMMAND_NAME_RE.match(name)) and name.lower() == name
+
+
+def _command_chars(cmd: dict[str, Any]) -> int:
+    """Characters Discord counts toward its 4000 per command: names, descriptions and
+    choice names/values, at every level."""
+    total = len(str(cmd.get("name", ""))) + len(str(cmd.get("description", "")))
+    for opt in cmd.get("options") or []:
+        total += _command_chars(opt)
+        for ch in opt.get("choices") or []:
+            total += len(str(ch.get("name", ""))) + len(str(ch.get("value", "")))
+    return total
 
 
 @dataclass
@@ -507,10 +527,15 @@ class FakeDiscord:
         user_id: int,
         username: str = "alice",
         dm: bool = False,
+        sub: str | None = None,
     ) -> dict[str, Any]:
         """A user runs a registered slash command: dispatch INTERACTION_CREATE (type 2).
 
-        Attachment option values are (bytes, filename, content_type) tuples.
+        Attachment option values are (bytes, filename, content_type) tuples. `sub` names
+        the subcommand (`/voice speed`); its options arrive nested inside it, as Discord
+        sends them. Like Discord's UI, this refuses what a user could not send: unknown
+        options, a group without a subcommand, missing required options, values outside
+        the choices or the min/max.
         """
         self._require_session("slash")
         if dm:
@@ -520,26 +545,38 @@ class FakeDiscord:
         cmd = self._find_command(name, int(guild) if guild else None)
         if cmd is None:
             raise AssertionError(f"slash: command {name!r} is not registered")
-        defs = {o["name"]: o for o in cmd.get("options", [])}
+        defs_list = cmd.get("options", [])
+        subs = {o["name"]: o for o in defs_list if o["type"] == SUB_COMMAND}
+        if subs or sub is not None:
+            if sub not in subs:
+                raise AssertionError(f"slash: /{name} needs one of the subcommands {list(subs)}")
+            defs_list = subs[sub].get("options", [])
+        defs = {o["name"]: o for o in defs_list}
         opts: list[dict[str, Any]] = []
         resolved: dict[str, Any] = {}
         for key, value in options.items():
             if key not in defs:
                 raise AssertionError(f"slash: {name} has no option {key!r}")
             otype = defs[key]["type"]
-            if otype == 11:
+            if otype == ATTACHMENT:
                 assert isinstance(value, tuple), "attachment options take (bytes, name, mime)"
                 data, filename, ctype = value
                 att = self._store_blob(channel_id, data, filename, ctype, {"ephemeral": True})
                 resolved.setdefault("attachments", {})[att["id"]] = att
                 value = att["id"]
-            elif otype == 4:
+            elif otype == INTEGER:
                 value = int(value)  # type: ignore[call-overload]
-            elif otype == 10:
+            elif otype == NUMBER:
                 value = float(value)  # type: ignore[arg-type]
-            elif otype == 3:
+            elif otype == STRING:
                 value = str(value)
+            self._check_offered(name, defs[key], value)
             opts.append({"name": key, "type": otype, "value": value})
+        for d in defs_list:
+            if d.get("required") and d["name"] not in options:
+                raise AssertionError(f"slash: /{name} requires option {d['name']!r}")
+        if sub is not None:
+            opts = [{"name": sub, "type": SUB_COMMAND, "options": opts}]
         user = self._user(user_id, username)
         iid = self._snowflake()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
@@ -582,6 +619,17 @@ class FakeDiscord:
         self._interactions_by_token[token] = inter
         self._dispatch("INTERACTION_CREATE", payload, channel=None)
         return payload
+
+    @staticmethod
+    def _check_offered(command: str, definition: dict[str, Any], value: Any) -> None:
+        """Discord's client only sends a listed choice, and numbers within min/max."""
+        choices = definition.get("choices")
+        if choices and value not in [c["value"] for c in choices]:
+            raise AssertionError(f"slash: /{command} {definition['name']} offers only "
+                                 f"{[c['value'] for c in choices]}, not {value!r}")
+        low, high = definition.get("min_value"), definition.get("max_value")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise AssertionError(f"slash: /{command} {definition['name']} takes {low}..{high}")
 
     # ------------------------------------------------------------------ helpers
 
@@ -1044,6 +1092,9 @@ class FakeDiscord:
         return 200, self.commands, None
 
     def _validate_command(self, cmd: Any) -> dict[str, Any]:
+        """Check a command like Discord does (application command structure, option types,
+        name regex, 1-100 character descriptions, 25 options / choices, subcommand nesting,
+        4000 characters in all); a 400 with Discord's nested error keys on failure."""
         errors: dict[str, Any] = {}
         if not isinstance(cmd, dict):
             raise _form_error(
@@ -1055,7 +1106,7 @@ class FakeDiscord:
             errors["name"] = _field_error(
                 "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 32 in length."
             )
-        elif ctype == 1 and (not _COMMAND_NAME_RE.match(name) or name.lower() != name):
+        elif ctype == 1 and not _valid_name(name):
             errors["name"] = _field_error(
                 "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid"
             )
@@ -1065,82 +1116,162 @@ class FakeDiscord:
                 "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
             )
         options = cmd.get("options") or []
-        if len(options) > 25:
+        if ctype != 1 and options:
             errors["options"] = _field_error(
-                "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length."
+                "APPLICATION_COMMAND_OPTIONS_INVALID", "Only chat input commands take options"
+            )
+        else:
+            opt_errors = self._validate_options(options, level=0)
+            if opt_errors:
+                errors["options"] = opt_errors
+        if not errors and ctype == 1 and _command_chars(cmd) > 4000:
+            errors["_errors"] = [{
+                "code": "APPLICATION_COMMAND_TOO_LARGE",
+                "message": "Command exceeds maximum size (4000)",
+            }]
+        if errors:
+            raise _Reject(400, {"errors": errors})
+        return cmd
+
+    def _validate_options(self, options: Any, level: int) -> dict[str, Any]:
+        """Options of a command (level 0), of a subcommand group (1) or of a subcommand (2).
+
+        A command's options are all subcommands/groups or none of them; a group holds only
+        subcommands; a subcommand holds only value options (Discord's nesting rules).
+        """
+        if not isinstance(options, list):
+            return _field_error("LIST_TYPE_CONVERT", "Only iterables may be used in a ListType")
+        if len(options) > 25:
+            return _field_error("BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+        types = [o.get("type") if isinstance(o, dict) else None for o in options]
+        nesting = [t in (SUB_COMMAND, SUB_COMMAND_GROUP) for t in types]
+        out: dict[str, Any] = {}
+        if level == 0 and any(nesting) and not all(nesting):
+            return _field_error(
+                "APPLICATION_COMMAND_OPTIONS_TYPE_INVALID",
+                "Sub-command and sub-command group option types are mutually exclusive to "
+                "all other types",
             )
         seen_optional = False
-        opt_errors: dict[str, Any] = {}
+        names: set[str] = set()
         for i, opt in enumerate(options):
             e: dict[str, Any] = {}
+            if not isinstance(opt, dict):
+                out[str(i)] = _field_error(
+                    "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+                continue
             otype = opt.get("type")
-            if otype not in OPTION_TYPES:
+            allowed = {0: OPTION_TYPES, 1: (SUB_COMMAND,), 2: VALUE_TYPES}[level]
+            if otype not in allowed:
                 e["type"] = _field_error(
-                    "BASE_TYPE_CHOICES", f"Value must be one of {set(OPTION_TYPES)}."
+                    "BASE_TYPE_CHOICES", f"Value must be one of {set(allowed)}."
                 )
             oname = opt.get("name")
-            if (
-                not isinstance(oname, str)
-                or not _COMMAND_NAME_RE.match(oname)
-                or oname.lower() != oname
-            ):
+            if not isinstance(oname, str) or not _valid_name(oname):
                 e["name"] = _field_error(
                     "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid"
                 )
+            elif oname in names:
+                e["name"] = _field_error(
+                    "APPLICATION_COMMAND_OPTION_NAME_ALREADY_EXISTS",
+                    "Option names must be unique",
+                )
+            else:
+                names.add(oname)
             odesc = opt.get("description")
             if not isinstance(odesc, str) or not 1 <= len(odesc) <= 100:
                 e["description"] = _field_error(
                     "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
                 )
-            if opt.get("required"):
-                if seen_optional:
+            if otype in (SUB_COMMAND, SUB_COMMAND_GROUP):
+                if opt.get("required"):
                     e["required"] = _field_error(
-                        "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
-                        "Required options must be placed before non-required options",
+                        "APPLICATION_COMMAND_OPTION_REQUIRED_INVALID",
+                        "Sub-commands and groups cannot be required",
                     )
+                inner = self._validate_options(
+                    opt.get("options") or [], level=2 if otype == SUB_COMMAND else 1)
+                if inner:
+                    e["options"] = inner
             else:
-                seen_optional = True
-            choices = opt.get("choices")
-            if choices:
-                if otype not in (3, 4, 10):
-                    e["choices"] = _field_error(
-                        "APPLICATION_COMMAND_OPTION_CHOICES_INVALID",
-                        "Choices are not allowed for this option type",
+                if opt.get("options"):
+                    e["options"] = _field_error(
+                        "APPLICATION_COMMAND_OPTIONS_INVALID",
+                        "Only sub-commands and groups take options",
                     )
-                elif len(choices) > 25:
-                    e["choices"] = _field_error(
-                        "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length."
-                    )
+                if opt.get("required"):
+                    if seen_optional:
+                        e["required"] = _field_error(
+                            "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+                            "Required options must be placed before non-required options",
+                        )
                 else:
-                    ce: dict[str, Any] = {}
-                    for j, ch in enumerate(choices):
-                        cn, cv = ch.get("name"), ch.get("value")
-                        bad = not isinstance(cn, str) or not 1 <= len(cn) <= 100
-                        if otype == 3:
-                            bad = bad or not isinstance(cv, str) or not 1 <= len(cv) <= 100
-                        elif otype == 4:
-                            bad = bad or not isinstance(cv, int) or isinstance(cv, bool)
-                        else:
-                            bad = bad or not isinstance(cv, int | float)
-                        if bad:
-                            ce[str(j)] = _field_error(
-                                "APPLICATION_COMMAND_OPTION_CHOICE_INVALID", "Invalid choice"
-                            )
-                    if ce:
-                        e["choices"] = ce
-            for bound in ("min_value", "max_value"):
-                if bound in opt and otype not in (4, 10):
+                    seen_optional = True
+                e.update(self._validate_value_option(opt, otype))
+            if e:
+                out[str(i)] = e
+        return out
+
+    @staticmethod
+    def _validate_value_option(opt: dict[str, Any], otype: Any) -> dict[str, Any]:
+        e: dict[str, Any] = {}
+        choices = opt.get("choices")
+        if choices:
+            if otype not in (STRING, INTEGER, NUMBER):
+                e["choices"] = _field_error(
+                    "APPLICATION_COMMAND_OPTION_CHOICES_INVALID",
+                    "Choices are not allowed for this option type",
+                )
+            elif len(choices) > 25:
+                e["choices"] = _field_error(
+                    "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length."
+                )
+            elif opt.get("autocomplete"):
+                e["autocomplete"] = _field_error(
+                    "APPLICATION_COMMAND_AUTOCOMPLETE_INVALID",
+                    "Autocomplete cannot be set with choices",
+                )
+            else:
+                ce: dict[str, Any] = {}
+                for j, ch in enumerate(choices):
+                    cn, cv = ch.get("name"), ch.get("value")
+                    bad = not isinstance(cn, str) or not 1 <= len(cn) <= 100
+                    if otype == STRING:
+                        bad = bad or not isinstance(cv, str) or not 1 <= len(cv) <= 100
+                    elif otype == INTEGER:
+                        bad = bad or not isinstance(cv, int) or isinstance(cv, bool)
+                    else:
+                        bad = bad or not isinstance(cv, int | float) or isinstance(cv, bool)
+                    if bad:
+                        ce[str(j)] = _field_error(
+                            "APPLICATION_COMMAND_OPTION_CHOICE_INVALID", "Invalid choice"
+                        )
+                if ce:
+                    e["choices"] = ce
+        for bound in ("min_value", "max_value"):
+            if bound in opt and otype not in (INTEGER, NUMBER):
+                e[bound] = _field_error(
+                    "APPLICATION_COMMAND_OPTION_INVALID",
+                    f"{bound} is only valid for number options",
+                )
+            elif bound in opt and (not isinstance(opt[bound], int | float)
+                                   or isinstance(opt[bound], bool)):
+                e[bound] = _field_error("NUMBER_TYPE_COERCE", "Value is not a number.")
+        low, high = opt.get("min_value"), opt.get("max_value")
+        if isinstance(low, int | float) and isinstance(high, int | float) and low > high:
+            e["max_value"] = _field_error(
+                "APPLICATION_COMMAND_OPTION_INVALID", "max_value must be at least min_value")
+        for bound, lo in (("min_length", 0), ("max_length", 1)):
+            if bound in opt:
+                if otype != STRING:
                     e[bound] = _field_error(
                         "APPLICATION_COMMAND_OPTION_INVALID",
-                        f"{bound} is only valid for number options",
+                        f"{bound} is only valid for string options",
                     )
-            if e:
-                opt_errors[str(i)] = e
-        if opt_errors:
-            errors["options"] = opt_errors
-        if errors:
-            raise _Reject(400, {"errors": errors})
-        return cmd
+                elif not isinstance(opt[bound], int) or not lo <= opt[bound] <= 6000:
+                    e[bound] = _field_error(
+                        "NUMBER_TYPE_MAX", f"int value should be between {lo} and 6000.")
+        return e
 
     def _store_command(self, cmd: dict[str, Any], guild: int | None) -> dict[str, Any]:
         key = (guild, cmd["name"])
