@@ -6,9 +6,7 @@ import asyncio
 import base64
 import shutil
 import subprocess
-import sys
 import time
-import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -89,25 +87,6 @@ class RecordingSink:
         self.got.append((inbound, replier))
         if self.handler is not None:
             self.tasks.append(asyncio.create_task(self.handler(inbound, replier)))
-
-
-@pytest.fixture(autouse=True)
-def markup_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    """adapters/markup.py is written by someone else; stand in for it while it is missing."""
-    try:
-        import adapters.markup  # noqa: F401
-    except ImportError:
-        mod = types.ModuleType("adapters.markup")
-
-        def split_markdown(md: str, limit: int, measure: Callable[[str], int] = len) -> list[str]:
-            return [md[i : i + limit] for i in range(0, len(md), limit)] or [""]
-
-        mod.to_discord = lambda md: md  # type: ignore[attr-defined]
-        mod.to_plain = lambda md: md  # type: ignore[attr-defined]
-        mod.to_telegram_html = lambda md: md  # type: ignore[attr-defined]
-        mod.split_markdown = split_markdown  # type: ignore[attr-defined]
-        mod.utf16_len = lambda s: len(s.encode("utf-16-le")) // 2  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "adapters.markup", mod)
 
 
 @pytest.fixture

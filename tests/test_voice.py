@@ -294,11 +294,11 @@ async def test_say_without_text(chat: Driver) -> None:
 
 
 async def test_say_a_replied_message(chat: Driver) -> None:
-    if chat.platform != "telegram":
-        pytest.skip("replying with a command: Discord uses slash commands, console has none")
+    if chat.platform == "console":
+        pytest.skip("the terminal has no replies to earlier messages")
     await chat.ask("tell me something")
     bot_msg = chat.replies()[-1]
-    await say(chat, "/say", reply_to=bot_msg.id)
+    await say(chat, "/say", reply_to=bot_msg.id, typed=True)
     (tts,) = chat.openai.requests_to("/audio/speech")
     assert tts.json["input"] == "echo: tell me something"
 
@@ -466,17 +466,14 @@ async def test_translate_with_a_model_lacking_translations(chat: Driver) -> None
 
 
 async def test_translate_replied_voice_note(chat: Driver) -> None:
-    if chat.platform != "telegram":
-        pytest.skip("replying with a command: Discord uses slash commands, console has none")
-    fake = chat.fake  # type: ignore[attr-defined]
+    if chat.platform == "console":
+        pytest.skip("the terminal has no replies to earlier messages")
     chat.openai.transcribe("heard")
     chat.openai.transcribe("Translated text")
-    chat.mark()
-    note = fake.user_message(1001, 1001, None, voice=voice_note().data, voice_duration=2)
-    await chat.settle()
-    chat.mark()
-    fake.user_message(1001, 1001, "/translate", reply_to=note["message_id"])
-    await chat.settle()
+    await say(chat, "", files=[voice_note()])
+    note_id = chat.last_sent_id
+    assert note_id is not None
+    await say(chat, "/translate", reply_to=note_id, typed=True)
     assert texts(chat)[-1].endswith("Translated text")
 
 
