@@ -694,8 +694,6 @@ class DiscordAdapter:
             is_private=interaction.guild_id is None,
             addressed=True,
             command=call,
-            received_at=interaction.created_at.timestamp(),
-            chat_title=self._title(interaction.channel),
         )
         await self.sink.submit(inbound, replier)
 
@@ -706,14 +704,6 @@ class DiscordAdapter:
         if isinstance(channel, discord.Thread):
             return ChannelKey("discord", str(channel.parent_id), str(channel.id))
         return ChannelKey("discord", str(channel_id))
-
-    @staticmethod
-    def _title(channel: Any) -> str | None:
-        if isinstance(channel, discord.Thread | discord.abc.GuildChannel):
-            guild = getattr(channel, "guild", None)
-            name = getattr(channel, "name", None)
-            return f"{guild.name} #{name}" if guild is not None and name else None
-        return None
 
     def _clean(self, message: discord.Message) -> str:
         """Drop the leading bot mention; other user mentions become @names."""
@@ -778,8 +768,6 @@ class DiscordAdapter:
             is_private=is_dm,
             addressed=addressed,
             command=command,
-            received_at=message.created_at.timestamp(),
-            chat_title=self._title(channel),
         )
         replier = DiscordReplier(self, channel, channel.id, None if is_dm else message)
         await self.sink.submit(inbound, replier)

@@ -674,7 +674,6 @@ class TelegramAdapter:
             is_private=is_private,
             addressed=is_private or mentioned or replied_to_us or command is not None,
             command=command,
-            chat_title=chat.title if not is_private else None,
             language=user.language_code,
         )
 

@@ -53,11 +53,6 @@ class Context:
         value = self.args.get(name)
         return float(value) if isinstance(value, int | float) else None
 
-    def integer(self, name: str) -> int | None:
-        """An int argument (checked against its range by the Param), None when not given."""
-        value = self.args.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
     def is_admin(self) -> bool:
         """Admins are listed as `platform:user_id` or bare ids in [access] admins."""
         return listed(self.config.access.admins, self.inbound.channel.platform,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -114,7 +113,5 @@ class Inbound:
     is_private: bool = False
     addressed: bool = False
     command: CommandCall | None = None
-    received_at: float = field(default_factory=time.time)
-    chat_title: str | None = None
     # the sender's interface language (IETF code, e.g. "de") when the platform says
     language: str | None = None

@@ -437,21 +437,16 @@ class Store:
             " ORDER BY id", (channel, message_id))
         return [StoredImage(*r) for r in rows]
 
-    async def last_images(self, channel: str, limit: int = 1,
-                          source: str | None = None) -> list[StoredImage]:
+    async def last_images(self, channel: str, limit: int = 1) -> list[StoredImage]:
         """The newest images of a channel since the last /reset, newest first."""
         if channel in self._imageless:
             return []
         start = await self._context_start(channel)
         sql = (f"SELECT {self._IMAGE_COLUMNS} FROM images WHERE channel = ?"
                " AND (turn_id IS NULL OR turn_id > ?)")
-        params: list[Any] = [channel, start]
-        if source is not None:
-            sql += " AND source = ?"
-            params.append(source)
         rows = await self.db.execute_fetchall(sql + " ORDER BY id DESC LIMIT ?",
-                                              [*params, limit])
-        if not rows and source is None:
+                                              (channel, start, limit))
+        if not rows:
             if len(self._imageless) > 100_000:
                 self._imageless.clear()
             self._imageless.add(channel)

@@ -198,7 +198,6 @@ async def test_guild_mention_addressing_and_stripping(bot: Any, fake: FakeDiscor
     assert not first.addressed and not first.is_private
     assert first.channel.chat_id == str(fake.channel_id)
     assert second.addressed and second.text == "what is 2+2?"
-    assert second.chat_title == "Test Guild #general"
 
 
 async def test_typed_command_when_addressed(bot: Any, fake: FakeDiscord) -> None:

@@ -111,7 +111,6 @@ async def test_private_text(fake: FakeTelegram, bot: Running) -> None:
     assert inbound.text == "hello there"
     assert inbound.is_private and inbound.addressed
     assert inbound.command is None and inbound.reply_to is None and not inbound.attachments
-    assert inbound.chat_title is None
 
 
 async def test_group_mentions_and_replies(
@@ -119,7 +118,6 @@ async def test_group_mentions_and_replies(
     _, sink = bot
     plain, _ = await group_inbound(fake, sink, "just chatting")
     assert not plain.addressed and not plain.is_private
-    assert plain.chat_title == "Test group"
     assert plain.channel == ChannelKey("telegram", str(GROUP), None)
 
     mention, replier = await group_inbound(fake, sink, "what is up?", 2, mention_bot=True)
