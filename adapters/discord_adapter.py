@@ -33,7 +33,7 @@ from discord.http import Route
 
 from bot import audio
 from bot.commands import CommandSpec, Param
-from bot.errors import RateLimited, UserError
+from bot.errors import RateLimited, StartupError, UserError
 from bot.events import (
     Attachment,
     AttachmentKind,
@@ -70,6 +70,7 @@ VOICE_REJECTIONS = {50013, 50146, 50159, 50160, 50161, 50173}
 MAX_RATELIMIT_WAIT = 30.0
 # Slash commands must be acknowledged within 3 s; defer on our own shortly before
 AUTO_DEFER_AFTER = 2.0
+READY_TIMEOUT = 60.0  # seconds from start() to a live gateway session
 WAVEFORM_POINTS = 256  # Discord draws at most 256 bars
 WAVEFORM_RATE = 8000  # samples/s decoded for the waveform: plenty for 256 bars
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -472,6 +473,26 @@ class InteractionReplier(_DiscordReplier):
         return asyncio.create_task(later())
 
 
+def _startup_error(error: BaseException | None) -> StartupError:
+    """Why the client did not come up, as one line for the operator (re-raises the rest)."""
+    if isinstance(error, discord.LoginFailure):
+        return StartupError(
+            "Discord rejected DISCORD_BOT_TOKEN: copy the token again from the Developer "
+            "Portal (your application > Bot > Reset Token) into .env", exit_code=2)
+    if isinstance(error, discord.PrivilegedIntentsRequired):
+        return StartupError(
+            "Discord refused the Message Content intent: enable it in the Developer Portal "
+            "(your application > Bot > Privileged Gateway Intents)", exit_code=2)
+    if error is None:
+        return StartupError(f"Discord did not become ready within {READY_TIMEOUT:g} s: check "
+                            "the network and https://discordstatus.com, then start again")
+    if isinstance(error, OSError | aiohttp.ClientError | discord.GatewayNotFound
+                  | discord.ConnectionClosed | TimeoutError):
+        return StartupError(f"Could not reach Discord ({type(error).__name__}: {error}): "
+                            "check the network, proxy or firewall, then start again")
+    raise error
+
+
 @contextlib.contextmanager
 def _rate_limits() -> Any:
     """discord.py sleeps through 429s itself; only a very long one surfaces, as ours."""
@@ -536,21 +557,21 @@ class DiscordAdapter:
     async def start(self, sink: Sink) -> None:
         """Log in, connect the gateway, register slash commands; returns once live."""
         if not self.token:
-            raise UserError("DISCORD_BOT_TOKEN is not set")
+            raise StartupError("DISCORD_BOT_TOKEN is not set: put the bot token from the "
+                               "Discord Developer Portal in .env or the environment",
+                               exit_code=2)
         self.sink = sink
         self._build_tree(sink.commands.for_platform(CAPABILITIES))
         self._task = asyncio.create_task(self.client.start(self.token), name="discord client")
         ready = asyncio.create_task(self.ready.wait())
         done, _ = await asyncio.wait(
-            {ready, self._task}, timeout=60, return_when=asyncio.FIRST_COMPLETED
+            {ready, self._task}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
         )
         if ready not in done:
             ready.cancel()
-            if self._task in done:
-                exc = self._task.exception()
-                raise exc or RuntimeError("discord client stopped before it was ready")
-            await self.stop()
-            raise TimeoutError("Discord did not become ready within 60 s")
+            error = self._task.exception() if self._task in done else None
+            await self.stop()  # closes discord.py's HTTP session: no "Unclosed client session"
+            raise _startup_error(error) from error
         if self.config.discord.sync_commands:
             synced = await self.client.tree.sync()
             log.info("discord: synced %d slash commands", len(synced))

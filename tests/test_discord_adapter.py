@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import discord
 import pytest
 
@@ -23,6 +25,7 @@ from adapters.discord_adapter import (
 )
 from bot.commands import CommandSpec, CommandTable, Param, Subcommand
 from bot.config import Config, load_config
+from bot.errors import StartupError
 from bot.events import Inbound
 from bot.replies import OutFile, Replier
 from tests.fakes.discord_api import FakeDiscord
@@ -170,9 +173,47 @@ async def test_missing_message_content_intent_is_refused(fake: FakeDiscord) -> N
     fake.required_intents |= 1 << 1  # pretend GUILD_MEMBERS were required too
     config = load_config(None, env={"OPENAI_API_KEY": "x", "DISCORD_BOT_TOKEN": fake.token})
     adapter = DiscordAdapter(config, guild_ready_timeout=0.05)
-    with pytest.raises(discord.PrivilegedIntentsRequired):
+    with pytest.raises(StartupError, match="Message Content intent") as caught:
         await adapter.start(RecordingSink(config))
+    assert caught.value.exit_code == 2
     await adapter.stop()
+
+
+def open_sessions() -> Callable[[], list[aiohttp.ClientSession]]:
+    """aiohttp sessions opened after this call and still open when the result is called:
+    each would log "Unclosed client session" when collected."""
+    def live() -> list[aiohttp.ClientSession]:
+        gc.collect()
+        return [o for o in gc.get_objects()
+                if isinstance(o, aiohttp.ClientSession) and not o.closed]
+
+    before = {id(s) for s in live()}
+    return lambda: [s for s in live() if id(s) not in before]
+
+
+async def test_rejected_token_is_a_startup_error(fake: FakeDiscord) -> None:
+    config = load_config(None, env={"OPENAI_API_KEY": "x", "DISCORD_BOT_TOKEN": "not-the-token"})
+    leaked = open_sessions()
+    adapter = DiscordAdapter(config, guild_ready_timeout=0.05)
+    with pytest.raises(StartupError, match=r"^Discord rejected DISCORD_BOT_TOKEN") as caught:
+        await adapter.start(RecordingSink(config))
+    assert caught.value.exit_code == 2 and "\n" not in caught.value.message
+    assert [c.path for c in fake.calls] == ["/users/@me"]  # refused at login
+    assert leaked() == []
+
+
+async def test_unreachable_discord_is_a_startup_error() -> None:
+    gone = FakeDiscord()
+    await gone.start()
+    with gone.redirect_discord_py():
+        await gone.stop()  # its port now refuses connections
+        config = load_config(None, env={"OPENAI_API_KEY": "x", "DISCORD_BOT_TOKEN": gone.token})
+        leaked = open_sessions()
+        adapter = DiscordAdapter(config, guild_ready_timeout=0.05)
+        with pytest.raises(StartupError, match=r"^Could not reach Discord") as caught:
+            await adapter.start(RecordingSink(config))
+        assert caught.value.exit_code == 1 and "\n" not in caught.value.message
+        assert leaked() == []
 
 
 # --------------------------------------------------------------------------- messages
