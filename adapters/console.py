@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from adapters.base import Sink
-from bot.commands import CommandCall
-from bot.events import Attachment, AttachmentKind, Author, ChannelKey, Inbound
+from bot.events import Attachment, AttachmentKind, Author, ChannelKey, CommandCall, Inbound
 from bot.render import to_plain
 from bot.replies import Capabilities, ChatAction, OutFile, Replier, Sent
 
@@ -49,6 +48,7 @@ CAPABILITIES = Capabilities(
     min_edit_interval=0.0,
     voice_messages=False,
     edits=False,
+    files_by_path=True,
 )
 
 BANNER = ("Chatting in the terminal. /help lists commands. Enter sends; Alt-Enter (or "

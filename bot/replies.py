@@ -50,6 +50,8 @@ class Capabilities:
     measure: Callable[[str], int] = len
     # the platform's client sends /start when someone first opens a chat with the bot
     start_command: bool = False
+    # users attach files by typing their path (the terminal)
+    files_by_path: bool = False
     # limits of a native command UI: description / choice label length, choices per option
     max_description: int | None = None
     max_choices: int | None = None

@@ -467,21 +467,21 @@ ATTACH_USAGE = "Attach a file by its path, e.g. `/image ~/cat.jpg what breed is 
 
 
 @command("image", Param("path", "Image file", required=True),
-         Param("question", "What to ask about it", type="text"), platforms=("console",))
+         Param("question", "What to ask about it", type="text"), requires="files_by_path")
 async def image_cmd(ctx: Context) -> None:
     """Send an image file with a question about it"""
     raise UserError(ATTACH_USAGE)
 
 
 @command("audio", Param("path", "Audio file or voice note", required=True),
-         platforms=("console",))
+         requires="files_by_path")
 async def audio_cmd(ctx: Context) -> None:
     """Send a voice note or audio file to answer (also: /voice PATH)"""
     raise UserError(ATTACH_USAGE)
 
 
 @command("file", Param("path", "Any file", required=True),
-         Param("question", "What to do with it", type="text"), platforms=("console",))
+         Param("question", "What to do with it", type="text"), requires="files_by_path")
 async def file_cmd(ctx: Context) -> None:
     """Send a file (images are looked at, audio is transcribed)"""
     raise UserError(ATTACH_USAGE)
