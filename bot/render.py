@@ -315,7 +315,7 @@ def _inline(s: str, html: bool, links: bool = True, code: bool = True) -> str:
                 out.append(c)
             else:
                 text, url, end = link
-                out.append(_render_link(text, url, html, image=c == "!"))
+                out.append(_render_link(text, url, html))
                 i = end
         elif c == "<":
             am = _AUTOLINK.match(s, j)
@@ -323,7 +323,7 @@ def _inline(s: str, html: bool, links: bool = True, code: bool = True) -> str:
                 out.append(esc("<"))
             else:
                 url = am.group(1)
-                out.append(_render_link(url, url, html, image=False))
+                out.append(_render_link(url, url, html))
                 i = am.end()
         else:  # ":" of a bare URL, found above
             out.append(esc(url))
@@ -370,7 +370,7 @@ def _parse_link(s: str, start: int, close: int) -> tuple[str, str, int] | None:
     return s[start + 1 : close], url, t.end()
 
 
-def _render_link(text: str, url: str, html: bool, image: bool) -> str:
+def _render_link(text: str, url: str, html: bool) -> str:
     """One link: <a href> for safe schemes in HTML, "text (url)" in plain text."""
     label = _inline(text, html, links=False, code=False) if text else ""
     if not label.strip():
