@@ -249,6 +249,19 @@ async def test_typed_command_when_addressed(bot: Any, fake: FakeDiscord) -> None
     assert inbound.command.args == {"prompt": "a cat 2"}
 
 
+async def test_typed_subcommand_replying_to_a_message(bot: Any, fake: FakeDiscord) -> None:
+    _, sink = bot
+    first = fake.user_message(fake.channel_id, ALICE, "a picture", attachments=[
+        (PNG, "a.png", "image/png")])
+    fake.user_message(fake.channel_id, ALICE, "/tune speed 2", mention_bot=True,
+                      reply_to=int(first["id"]))
+    inbound, _ = await next_inbound(fake, sink, 2)
+    assert inbound.command is not None and inbound.addressed
+    assert (inbound.command.sub, inbound.command.args) == ("speed", {"speed": 2.0})
+    assert inbound.reply_to is not None and inbound.reply_to.id == first["id"]
+    assert [a.kind for a in inbound.reply_to.attachments] == ["image"]
+
+
 async def test_reply_to_bot_is_addressed_and_quoted(bot: Any, fake: FakeDiscord) -> None:
     _, sink = bot
     fake.user_message(fake.channel_id, ALICE, "hi", mention_bot=True)
