@@ -57,8 +57,8 @@ class App:
 def choose_adapters(config: Config, *, console: bool) -> list[Any]:
     """Telegram and Discord when their tokens are set; the console otherwise or on request.
 
-    The composition root is the one place in bot/ that imports adapters/, lazily, so that
-    only the platforms in use are loaded (see docs/architecture.md).
+    The composition root, this module, is the one place in bot/ that imports adapters/,
+    lazily, so that only the platforms in use are loaded (see docs/architecture.md).
     """
     adapters: list[Any] = []
     if config.secrets.telegram_token and not console:

@@ -1,4 +1,4 @@
-"""Pure audio helpers: ffmpeg report parsing, chunk planning, Ogg durations, waveforms,
+"""Pure audio helpers: ffmpeg report parsing, chunk planning, Ogg durations, PCM decoding,
 what to read aloud and where to cut it, which attachments are recordings."""
 
 from __future__ import annotations
