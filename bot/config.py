@@ -102,6 +102,27 @@ class VoiceSection:
     translate_model: str = "whisper-1"
 
 
+DEFAULT_FILE_TYPES = (
+    "csv", "tsv", "xlsx", "xls", "json", "jsonl", "txt", "md", "pdf", "docx", "pptx", "html",
+    "xml", "yaml", "yml", "tex", "log", "py", "js", "ts", "java", "c", "cpp", "h", "cs",
+    "go", "rb", "php", "sh", "sql", "css", "rs", "kt", "swift", "r", "ipynb", "zip",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantSection:
+    """Files, code interpreter and file search: one workspace and conversation per chat."""
+
+    backend: str = "responses"
+    model: str = ""
+    run_timeout: float = 300.0
+    max_file_mb: int = 20
+    allowed_types: tuple[str, ...] = DEFAULT_FILE_TYPES
+    file_ttl_days: int = 30
+    cjk_font: str = "auto"
+    container_minutes: int = 20
+
+
 @dataclass(frozen=True, slots=True)
 class AccessSection:
     """Who may use the bot; empty lists mean everyone. Ids are platform:id or bare ids."""
@@ -182,6 +203,7 @@ class Config:
     vision: VisionSection = field(default_factory=VisionSection)
     images: ImagesSection = field(default_factory=ImagesSection)
     voice: VoiceSection = field(default_factory=VoiceSection)
+    assistant: AssistantSection = field(default_factory=AssistantSection)
     access: AccessSection = field(default_factory=AccessSection)
     storage: StorageSection = field(default_factory=StorageSection)
     telegram: TelegramSection = field(default_factory=TelegramSection)
@@ -212,6 +234,7 @@ _CHOICES = {
     ("images", "quality"): ("auto", "low", "medium", "high", "standard", "hd"),
     ("voice", "reply_voice"): ("auto", "always", "never"),
     ("voice", "show_transcript"): ("quote", "message", "off"),
+    ("assistant", "backend"): ("responses", "assistants"),
 }
 # (lowest, highest) allowed; None = no bound. A float lowest of 0.0 means "more than 0".
 _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
@@ -382,6 +405,7 @@ def _validate(config: Config) -> None:
     if not _IMAGE_SIZE_RE.match(config.images.size):
         raise ConfigError("config: images.size must be auto, square, landscape, portrait or "
                           f"WIDTHxHEIGHT such as 1024x1024 (got {config.images.size!r})")
+    _validate_assistant(config.assistant)
     if not config.secrets.telegram_api_url.startswith(("http://", "https://")):
         raise ConfigError("TELEGRAM_API_URL must start with http:// or https://")
     _validate_webhook(config.telegram)
@@ -441,3 +465,19 @@ def _validate_usage(config: Config) -> None:
             load_override(config.usage.prices)
         except (ValueError, OSError) as e:
             raise ConfigError(f"config: usage.prices: {e}") from None
+def _validate_assistant(a: AssistantSection) -> None:
+    if a.run_timeout < 10:
+        raise ConfigError("config: assistant.run_timeout must be at least 10 (seconds)")
+    if not 1 <= a.max_file_mb <= 512:
+        raise ConfigError("config: assistant.max_file_mb must be between 1 and 512")
+    if a.file_ttl_days < 1:
+        raise ConfigError("config: assistant.file_ttl_days must be at least 1")
+    if not 1 <= a.container_minutes <= 20:
+        raise ConfigError("config: assistant.container_minutes must be between 1 and 20")
+    for ext in a.allowed_types:
+        if not ext or not ext.replace("_", "").isalnum() or ext != ext.lower():
+            raise ConfigError(f"config: assistant.allowed_types: {ext!r} is not a lower-case "
+                              "file extension without the dot")
+    if a.cjk_font not in ("", "auto") and not Path(a.cjk_font).is_file():
+        raise ConfigError(f"config: assistant.cjk_font: no such file {a.cjk_font!r} "
+                          '(use "auto" to find one, or "" for none)')

@@ -663,6 +663,10 @@ class FakeOpenAI:
             self._routes[("POST", "/api/show")] = self._ollama_show
         for prefix in PROFILES[profile].get("missing", ()):
             self.disable(prefix, style=PROFILES[profile]["style"])
+        # files, containers, vector stores, conversations, responses, assistants
+        from tests.fakes.openai_assistant import AssistantAPI
+
+        self.assistant = AssistantAPI(self)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -681,6 +685,7 @@ class FakeOpenAI:
     async def stop(self) -> None:
         """Release hanging requests and shut the server down."""
         self._stopping.set()
+        await self.assistant.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -800,6 +805,8 @@ class FakeOpenAI:
             handler = self._routes.get((request.method, path))
             if handler is None and request.method == "GET" and path.startswith("/v1/models/"):
                 handler = self._get_model
+            if handler is None:
+                handler = self.assistant.route(request.method, path)
             await self._record_raw(request)
             if self.profile != "openai":  # local servers run without a key by default
                 if handler is None:
