@@ -61,6 +61,8 @@ class CommandSpec:
     admin_in_groups: bool = False
     platforms: tuple[str, ...] = ()
     hidden: bool = False
+    # handled on arrival, not queued behind the channel's message in progress (/cancel)
+    immediate: bool = False
 
     def usage(self) -> str:
         """`/name <required> [optional]` for help texts and error replies."""
@@ -118,6 +120,7 @@ def command(
     admin_in_groups: bool = False,
     platforms: tuple[str, ...] = (),
     hidden: bool = False,
+    immediate: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Attach a CommandSpec to a handler; the docstring's first line is its description."""
     if not _NAME_RE.match(name):
@@ -133,6 +136,7 @@ def command(
             admin_in_groups=admin_in_groups,
             platforms=platforms,
             hidden=hidden,
+            immediate=immediate,
         )
         fn.spec = spec  # type: ignore[attr-defined]
         return fn

@@ -420,8 +420,8 @@ class AssistantAPI:
 
     async def _file_create(self, request: web.Request) -> Json:
         if request.content_type != "multipart/form-data":
-            raise ApiError(400, "Invalid Content-Type header ({}), expected multipart/form-data."
-                           .format(request.content_type))
+            raise ApiError(400, f"Invalid Content-Type header ({request.content_type}), "
+                           "expected multipart/form-data.")
         rec = self.record(request)
         for name in [*rec.fields, *(f.field for f in rec.files)]:
             if name not in ("file", "purpose", "expires_after[anchor]",
@@ -641,9 +641,8 @@ class AssistantAPI:
         if failure is None and ext not in SEARCHABLE:
             failure = ("unsupported_file", f"The file type {ext or '(none)'} is not supported.")
         if failure is None and f is not None:
-            if ext in ZIP_FORMATS and not f.data.startswith(b"PK"):
-                failure = ("invalid_file", "The file could not be parsed.")
-            elif ext == ".pdf" and not f.data.startswith(b"%PDF"):
+            magic = {".pdf": b"%PDF"}.get(ext, b"PK" if ext in ZIP_FORMATS else b"")
+            if magic and not f.data.startswith(magic):
                 failure = ("invalid_file", "The file could not be parsed.")
             elif ext not in (*ZIP_FORMATS, ".pdf", ".doc"):
                 try:

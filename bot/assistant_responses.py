@@ -1,0 +1,300 @@
+"""The Responses backend: Conversations + a code-interpreter container + a vector store.
+
+Per channel the store keeps a conversation id (`responses.conversation`, anchored at the
+channel's /reset marker), a container id (`responses.container`, holding the channel's
+files and the CJK font) and a vector store id (`vector_store`). Runs are background
+responses streamed as they go, so a run can be cancelled (`responses.cancel`) and its
+progress shown. An expired container (OpenAI expires idle ones after ~20 minutes) is
+re-created with the files re-attached and the request sent again, unnoticed by the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import openai
+
+from bot.assistant import (
+    Active,
+    Backend,
+    Produced,
+    RunRequest,
+    RunResult,
+    _detail,
+    gone,
+    instructions,
+    rewrite_links,
+    sandbox_paths,
+    translate,
+)
+from bot.errors import UserError
+from bot.store import WorkspaceFile
+
+log = logging.getLogger(__name__)
+
+CONVERSATION = "responses.conversation"
+CONTAINER = "responses.container"
+FONT = "responses.font"
+SEED_BATCH = 20  # the Conversations API takes at most 20 items per call
+POLL_INTERVAL = 1.0
+
+
+class ResponsesBackend(Backend):
+    """Responses API with Conversations, containers and vector stores."""
+
+    name = "responses"
+
+    # --- the container -------------------------------------------------------------------
+
+    async def container(self, channel: str, model: str, platform: str,
+                        user_id: str | None) -> str:
+        """The channel's container id, made (with files and font) when there is none."""
+        got = await self.store.conversation_id(channel, CONTAINER)
+        if got:
+            return got
+        cfg = self.config.assistant
+        try:
+            c = await self.client.containers.create(
+                name=f"gptbot {channel}"[:200],
+                expires_after={"anchor": "last_active_at", "minutes": cfg.container_minutes})
+        except openai.OpenAIError as e:
+            raise translate(e, model) from e
+        font = await self.assistant.font()
+        try:
+            if font is not None:
+                cf = await self.client.containers.files.create(c.id, file=font)
+                await self.store.set_conversation_id(channel, FONT, cf.path)
+            else:
+                await self.store.set_conversation_id(channel, FONT, None)
+            for f in await self.store.workspace_files(channel):
+                cf = await self.client.containers.files.create(c.id, file_id=f.remote_id)
+                await self.store.set_container_file(f.id, cf.id, cf.path)
+        except openai.OpenAIError as e:
+            raise translate(e, model) from e
+        await self.store.set_conversation_id(channel, CONTAINER, c.id)
+        await self.assistant.record_session(channel, platform, user_id)
+        log.info("assistant: container %s for %s", c.id, channel)
+        return c.id
+
+    async def place(self, channel: str, f: WorkspaceFile, req_model: str, platform: str,
+                    user_id: str | None) -> None:
+        """Copy the file into the channel's container (re-made if it expired)."""
+        for attempt in range(2):
+            cid = await self.container(channel, req_model, platform, user_id)
+            try:
+                cf = await self.client.containers.files.create(cid, file_id=f.remote_id)
+            except openai.OpenAIError as e:
+                if attempt == 0 and gone(e, "container"):
+                    await self.store.set_conversation_id(channel, CONTAINER, None)
+                    continue
+                raise translate(e, req_model) from e
+            await self.store.set_container_file(f.id, cf.id, cf.path)
+            return
+
+    async def forget(self, channel: str, f: WorkspaceFile) -> None:
+        """Delete the file's copy in the container (an expired one has none)."""
+        cid = await self.store.conversation_id(channel, CONTAINER)
+        if cid and f.container_file_id:
+            try:
+                await self.client.containers.files.delete(f.container_file_id,
+                                                          container_id=cid)
+            except openai.OpenAIError as e:
+                if not gone(e, "container") and not isinstance(e, openai.NotFoundError):
+                    log.warning("assistant: could not delete a container file: %s", _detail(e))
+
+    async def end(self, channel: str) -> None:
+        """Delete the conversation and the container."""
+        conv = await self.store.conversation_id(channel, CONVERSATION)
+        if conv:
+            await self._quietly(self.client.conversations.delete(conv))
+        cid = await self.store.conversation_id(channel, CONTAINER)
+        if cid:
+            await self._quietly(self.client.containers.delete(cid))
+        for kind in (CONVERSATION, CONTAINER, FONT):
+            await self.store.set_conversation_id(channel, kind, None)
+
+    # --- the conversation ----------------------------------------------------------------
+
+    async def conversation(self, req: RunRequest, *, fresh: bool = False) -> str:
+        """The channel's conversation, started (seeded with recent history) when there is
+        none or /reset moved the history marker since."""
+        anchor = await self.store.context_marker(req.channel)
+        got = await self.store.conversation(req.channel, CONVERSATION)
+        if got is not None and got[1] == anchor and not fresh:
+            return got[0]
+        items: list[Any] = [{"type": "message", "role": role, "content": text}
+                            for role, text in await req.history() if text.strip()]
+        try:
+            conv = await self.client.conversations.create(
+                items=items[:SEED_BATCH], metadata={"app": "gptbot"})
+            for start in range(SEED_BATCH, len(items), SEED_BATCH):
+                await self.client.conversations.items.create(
+                    conv.id, items=items[start:start + SEED_BATCH])
+        except openai.OpenAIError as e:
+            raise translate(e, req.model) from e
+        await self.store.set_conversation_id(req.channel, CONVERSATION, conv.id, anchor=anchor)
+        log.info("assistant: conversation %s for %s (%d items of history)", conv.id,
+                 req.channel, len(items))
+        return conv.id
+
+    # --- runs ----------------------------------------------------------------------------
+
+    async def _request(self, req: RunRequest) -> tuple[Any, str]:
+        """Create the streamed background response; (stream, container id)."""
+        conv = await self.conversation(req)
+        for attempt in range(3):
+            cid = await self.container(req.channel, req.model, req.platform, req.user_id)
+            files = await self.store.workspace_files(req.channel)
+            vs_id = await self.store.conversation_id(req.channel, "vector_store")
+            search = bool(vs_id) and any(f.searchable for f in files)
+            font = await self.store.conversation_id(req.channel, FONT)
+            tools: list[Any] = [{"type": "code_interpreter", "container": cid}]
+            if search:
+                tools.append({"type": "file_search", "vector_store_ids": [vs_id]})
+            listed = [(f.container_path or f"/mnt/data/{f.name}", f.name, f.size)
+                      for f in files]
+            try:
+                stream = await self.client.responses.create(
+                    model=req.model, conversation=conv,
+                    input=[{"type": "message", "role": "user", "content": req.text}],
+                    instructions=instructions(req.persona, listed, search=search, font=font,
+                                              code=req.code),
+                    tools=tools, background=True, stream=True, store=True,
+                    max_output_tokens=self.config.chat.max_output_tokens,
+                    timeout=self.config.assistant.run_timeout + 10)
+            except openai.OpenAIError as e:
+                if attempt < 2 and gone(e, "container"):
+                    log.info("assistant: container of %s expired; making a new one",
+                             req.channel)
+                    await self.store.set_conversation_id(req.channel, CONTAINER, None)
+                    continue
+                if attempt < 2 and gone(e, "conversation"):
+                    log.info("assistant: conversation of %s is gone; starting a new one",
+                             req.channel)
+                    conv = await self.conversation(req, fresh=True)
+                    continue
+                raise translate(e, req.model) from e
+            return stream, cid
+        raise UserError("The AI server keeps refusing this request. Please try again.")
+
+    async def run(self, req: RunRequest, active: Active) -> RunResult:
+        """Stream the run's events (progress), then collect text, citations and files."""
+        stream, _ = await self._request(req)
+        final: Any = None
+        try:
+            async for event in stream:
+                kind = event.type
+                if kind == "response.created":
+                    active.run_id = event.response.id
+                elif kind == "response.queued":
+                    req.progress("queued")
+                elif kind == "response.in_progress":
+                    req.progress("thinking")
+                elif kind.startswith("response.code_interpreter_call"):
+                    req.progress("code")
+                elif kind.startswith("response.file_search_call"):
+                    req.progress("search")
+                elif kind == "response.output_text.delta":
+                    req.progress("writing")
+                elif kind in ("response.completed", "response.failed", "response.incomplete"):
+                    final = event.response
+                elif kind == "error":
+                    raise UserError(f"⚠️ The assistant run failed: {event.message}")
+        except (openai.APIConnectionError, openai.APITimeoutError) as e:
+            if active.run_id is None:
+                raise translate(e, req.model) from e
+            log.info("assistant: stream of %s dropped; polling", active.run_id)
+        finally:
+            await stream.close()
+        if final is None or final.status in ("queued", "in_progress"):
+            final = await self._poll(active, req.model)
+        return await self._result(req, final)
+
+    async def _poll(self, active: Active, model: str) -> Any:
+        """Follow a background response whose stream ended early, until it is done."""
+        assert active.run_id is not None
+        while True:
+            try:
+                resp = await self.client.responses.retrieve(active.run_id)
+            except openai.OpenAIError as e:
+                raise translate(e, model) from e
+            if resp.status not in ("queued", "in_progress"):
+                return resp
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def _result(self, req: RunRequest, resp: Any) -> RunResult:
+        if resp.status == "failed":
+            detail = _detail(Exception(resp.error.message)) if resp.error else "unknown error"
+            raise UserError(f"⚠️ The assistant run failed: {detail}.")
+        if resp.status == "cancelled":
+            raise UserError("⏹ The run was cancelled on the AI server.")
+        result = RunResult(text="", model=resp.model or req.model)
+        if resp.usage is not None:
+            result.input_tokens = resp.usage.input_tokens
+            result.output_tokens = resp.usage.output_tokens
+        if resp.status == "incomplete":
+            reason = getattr(resp.incomplete_details, "reason", None) or "unknown reason"
+            result.incomplete = {"max_output_tokens": "it hit the length limit",
+                                 "content_filter": "the content filter stopped it"}.get(
+                                     reason, str(reason).replace("_", " "))
+        own = {f.container_file_id for f in await self.store.workspace_files(req.channel)}
+        font = await self.store.conversation_id(req.channel, FONT)
+        wanted: dict[tuple[str, str], str] = {}
+        texts: list[str] = []
+        links: list[str] = []
+        for item in resp.output:
+            if item.type == "code_interpreter_call":
+                result.code_calls += 1
+            elif item.type == "file_search_call":
+                result.search_calls += 1
+            elif item.type == "message":
+                for part in item.content:
+                    if part.type != "output_text":
+                        continue
+                    spans: list[tuple[int, int, str]] = []
+                    for ann in part.annotations or []:
+                        if ann.type == "container_file_citation":
+                            spans.append((ann.start_index, ann.end_index, ann.filename))
+                            if ann.file_id not in own:
+                                wanted[(ann.container_id, ann.file_id)] = ann.filename
+                        elif ann.type == "file_citation" and ann.filename not in result.sources:
+                            result.sources.append(ann.filename)
+                    links += sandbox_paths(part.text)
+                    texts.append(rewrite_links(part.text, spans))
+        result.text = "\n\n".join(t for t in texts if t.strip())
+        result.files = await self._download(req, wanted, links, own, font)
+        return result
+
+    async def _download(self, req: RunRequest, wanted: dict[tuple[str, str], str],
+                        links: list[str], own: set[str | None], font: str | None
+                        ) -> list[Produced]:
+        """Fetch cited container files, and linked ones the model forgot to cite."""
+        names = set(wanted.values())
+        missing = [p for p in dict.fromkeys(links) if p.rsplit("/", 1)[-1] not in names
+                   and p != font]
+        if missing:
+            cid = await self.store.conversation_id(req.channel, CONTAINER)
+            if cid:
+                try:
+                    async for cf in self.client.containers.files.list(cid):
+                        if cf.path in missing and cf.id not in own:
+                            wanted[(cid, cf.id)] = cf.path.rsplit("/", 1)[-1]
+                except openai.OpenAIError as e:
+                    log.warning("assistant: cannot list container files: %s", _detail(e))
+        out: list[Produced] = []
+        for (cid, fid), name in wanted.items():
+            try:
+                content = await self.client.containers.files.content.retrieve(
+                    fid, container_id=cid)
+            except openai.OpenAIError as e:
+                log.warning("assistant: cannot download %s: %s", name, _detail(e))
+                continue
+            out.append(Produced(name, content.content))
+        return out
+
+    async def cancel(self, active: Active) -> None:
+        """Cancel the background response."""
+        if active.run_id is not None:
+            await self.client.responses.cancel(active.run_id)
