@@ -466,8 +466,8 @@ def _validate_usage(config: Config) -> None:
         except (ValueError, OSError) as e:
             raise ConfigError(f"config: usage.prices: {e}") from None
 def _validate_assistant(a: AssistantSection) -> None:
-    if a.run_timeout < 10:
-        raise ConfigError("config: assistant.run_timeout must be at least 10 (seconds)")
+    if a.run_timeout < 1:
+        raise ConfigError("config: assistant.run_timeout must be at least 1 (second)")
     if not 1 <= a.max_file_mb <= 512:
         raise ConfigError("config: assistant.max_file_mb must be between 1 and 512")
     if a.file_ttl_days < 1:

@@ -8,6 +8,7 @@ code interpreter never runs code; a turn names the files the code "wrote".
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 from typing import Any
@@ -17,7 +18,9 @@ from PIL import Image
 
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.openai_assistant import AssistantAPI, Turn
-from tests.harness import ALICE, BOB, BotReply, Driver, File
+from tests.harness import ALICE, BOB, BotReply, Driver, File, wait_for
+
+BIG = "1606938044258990275541962092341162602522202993782792835301376"
 
 CSV = b"month,sales\nJan,10\nFeb,12\nMar,19\n"
 
@@ -39,8 +42,19 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def config_text(backend: str) -> str:
-    return f'[assistant]\nbackend = "{backend}"\ncjk_font = ""\n'
+def extra() -> str:
+    """More [assistant] keys for one test (parametrize to change)."""
+    return 'cjk_font = ""'
+
+
+@pytest.fixture
+def config_text(backend: str, extra: str) -> str:
+    return f'[assistant]\nbackend = "{backend}"\n{extra}\n'
+
+
+def no_console(chat: Driver, why: str) -> None:
+    if chat.platform == "console":
+        pytest.skip(why)
 
 
 def csv_file(name: str = "sales.csv", data: bytes = CSV) -> File:
@@ -89,7 +103,8 @@ async def test_csv_in_chart_out(chat: Driver, openai_fake: FakeOpenAI) -> None:
     api = fake(openai_fake)
     api.script(Turn(code="df = pd.read_csv('/mnt/data/sales.csv'); df.plot()",
                     files={"chart.png": CHART},
-                    text="Sales rose every month. [Download the chart](sandbox:/mnt/data/chart.png)"))
+                    text="Sales rose every month. "
+                         "[Download the chart](sandbox:/mnt/data/chart.png)"))
     replies = await send(chat, "plot sales by month", [csv_file()])
     shown = texts(replies)
     assert "Sales rose every month. chart.png" in shown
@@ -171,9 +186,9 @@ async def test_files_list_and_clear(chat: Driver, openai_fake: FakeOpenAI) -> No
 
 async def test_code_without_files(chat: Driver, openai_fake: FakeOpenAI) -> None:
     api = fake(openai_fake)
-    api.script(Turn(code="print(2**200)", text="2^200 = 1606938044258990275541962092341162602522202993782792835301376"))
+    api.script(Turn(code="print(2**200)", text=f"2^200 = {BIG}"))
     replies = await send(chat, "/code what is 2^200 exactly")
-    assert "1606938044258990275541962092341162602522202993782792835301376" in texts(replies)
+    assert BIG in texts(replies)
     body = last_request(openai_fake)
     assert "what is 2^200 exactly" in str(body["input"])
     assert "python tool" in body["instructions"]
@@ -188,3 +203,213 @@ async def test_code_returns_other_files_as_documents(chat: Driver,
     replies = await send(chat, "/code make a table of x and y")
     assert documents_in(replies).get("result.csv") == table
     assert "Saved result.csv." in texts(replies)
+
+
+async def test_isolation_a_file_in_one_chat_is_unknown_in_another(
+        chat: Driver, openai_fake: FakeOpenAI) -> None:
+    no_console(chat, "the terminal is one chat")
+    api = fake(openai_fake)
+    api.script(Turn(text="Got your sales."))
+    await send(chat, "remember this", [csv_file()])
+    alice = last_request(openai_fake)
+    asked = len(api.response_requests())
+    answer = await chat.ask("what is in sales.csv?", user=BOB)
+    assert answer.startswith("echo:")  # Bob's chat has no workspace: plain chat
+    assert len(api.response_requests()) == asked
+    listing = texts(await send(chat, "/files", user=BOB))
+    assert "sales.csv" not in listing
+    api.script(Turn(text="Bob's numbers."))
+    await send(chat, "mine", [csv_file("bob.csv", b"a\n1\n")], user=BOB)
+    bob = last_request(openai_fake)
+    assert bob["conversation"] != alice["conversation"]
+    assert container_of(bob) != container_of(alice)
+    held = {f.path for f in api.containers[container_of(bob)].files.values()}
+    assert "/mnt/data/sales.csv" not in held and "/mnt/data/bob.csv" in held
+
+
+async def test_group_document_needs_addressing(chat: Driver, openai_fake: FakeOpenAI) -> None:
+    no_console(chat, "the terminal has no groups")
+    api = fake(openai_fake)
+    await chat.send_text("fyi", files=[csv_file()], user=BOB, group=True)
+    await chat.settle()
+    assert api.files == {} and chat.replies(group=True) == []
+    api.script(Turn(text="Three months of sales."))
+    replies = await send(chat, "what is this?", [csv_file()], group=True, mention=True)
+    assert "Three months of sales." in texts(replies)
+    assert "Alice" in str(last_request(openai_fake)["input"])
+
+
+async def test_status_message_follows_the_run_and_becomes_the_answer(
+        chat: Driver, openai_fake: FakeOpenAI) -> None:
+    no_console(chat, "the terminal cannot edit messages")
+    api = fake(openai_fake)
+    hold = asyncio.Event()
+    api.script(Turn(code="plot()", files={"chart.png": CHART}, hold=hold,
+                    text="Here is the chart."))
+    await chat.send_text("plot it", files=[csv_file()])
+    await wait_for(lambda: any("Running code" in r.text for r in chat.replies()), 10,
+                   "the status message to say the code is running")
+    hold.set()
+    await chat.settle()
+    replies = chat.replies()
+    status = next(r for r in replies if any("Running code" in e for _, e in r.edits)
+                  or "Running code" in r.text)
+    assert status.text.startswith("Here is the chart.")
+    assert not any("Running code" in r.text for r in replies)
+    assert images_in(replies)
+
+
+async def test_cancel_stops_the_run(chat: Driver, openai_fake: FakeOpenAI) -> None:
+    api = fake(openai_fake)
+    api.script(Turn(code="while True: pass", hang=True, text="never"))
+    await chat.send_text("/code loop forever")
+    await openai_fake.wait_until(lambda: any(
+        r.obj["status"] == "in_progress" for r in api.responses.values()), 10)
+    await chat.send_text("/cancel")
+    await chat.settle()
+    shown = texts(chat.replies())
+    assert "Stopping the request in progress" in shown
+    assert "never" not in shown
+    assert [r.obj["status"] for r in api.responses.values()] == ["cancelled"]
+    assert openai_fake.requests_to(f"/responses/{next(iter(api.responses))}/cancel")
+    assert "Nothing is running here" in texts(await send(chat, "/cancel"))
+
+
+async def test_failed_run_gets_a_clear_reply(chat: Driver, openai_fake: FakeOpenAI) -> None:
+    fake(openai_fake).script(Turn(status="failed", error=("server_error", "Sandbox crashed")))
+    replies = await send(chat, "/code divide by zero")
+    assert "The assistant run failed: Sandbox crashed" in texts(replies)
+
+
+async def test_incomplete_run_says_so(chat: Driver, openai_fake: FakeOpenAI) -> None:
+    fake(openai_fake).script(Turn(text="The first half of a long answer and then more text",
+                                  status="incomplete"))
+    replies = await send(chat, "/code explain everything")
+    shown = texts(replies)
+    assert "The first half" in shown
+    assert "incomplete (it hit the length limit)" in shown
+
+
+@pytest.mark.parametrize("extra", ['cjk_font = ""\nrun_timeout = 1'])
+async def test_a_hanging_run_is_cancelled_after_run_timeout(
+        chat: Driver, openai_fake: FakeOpenAI) -> None:
+    api = fake(openai_fake)
+    api.script(Turn(hang=True, text="never"))
+    replies = await send(chat, "/code think forever")
+    assert "took longer than 1 s" in texts(replies)
+    assert [r.obj["status"] for r in api.responses.values()] == ["cancelled"]
+
+
+async def test_expired_container_is_remade_with_the_files(chat: Driver,
+                                                          openai_fake: FakeOpenAI) -> None:
+    api = fake(openai_fake)
+    api.script(Turn(text="Loaded."), Turn(code="df.describe()", text="Mean sales: 13.7"))
+    await send(chat, "load it", [csv_file()])
+    first = container_of(last_request(openai_fake))
+    api.expire_containers()
+    replies = await send(chat, "mean sales?")
+    assert "Mean sales: 13.7" in texts(replies)
+    assert "expired" not in texts(replies).lower()
+    second = container_of(last_request(openai_fake))
+    assert second != first
+    held = {f.path: f.data for f in api.containers[second].files.values()}
+    assert held["/mnt/data/sales.csv"] == CSV
+    statuses = [r.headers for r in openai_fake.requests_to("/responses")]
+    assert len(statuses) == 3  # the load, the refused request, the retry
+
+
+@pytest.mark.parametrize("extra", ['cjk_font = "auto"'])
+async def test_cjk_font_goes_into_the_container_and_the_instructions(
+        chat: Driver, openai_fake: FakeOpenAI) -> None:
+    from bot.assistant import find_cjk_font
+
+    font = find_cjk_font()
+    assert font is not None, "install fonts-noto-cjk (scripts/test does as root)"
+    api = fake(openai_fake)
+    api.script(Turn(code="plt.title('销售')", files={"图表.png": CHART},
+                    text="这是图表 [图表](sandbox:/mnt/data/图表.png)"))
+    replies = await send(chat, "画一个每月销售的图表", [csv_file()])
+    assert "这是图表 图表.png" in texts(replies)
+    body = last_request(openai_fake)
+    held = {f.path: f.data for f in api.containers[container_of(body)].files.values()}
+    path = f"/mnt/data/{font.name}"
+    assert held[path] == font.read_bytes()
+    assert path in body["instructions"] and "addfont" in body["instructions"]
+
+
+async def test_server_without_the_endpoints(chat: Driver, openai_fake: FakeOpenAI) -> None:
+    for prefix in ("/files", "/containers", "/vector_stores", "/conversations",
+                   "/responses", "/assistants", "/threads"):
+        openai_fake.disable(prefix, style="ollama")
+    replies = await send(chat, "plot this", [csv_file()])
+    assert texts(replies).strip() == "This AI server can't run code or read files."
+    replies = await send(chat, "/code 2+2")
+    assert texts(replies).strip() == "This AI server can't run code or read files."
+    answer = await chat.ask("just chat then")
+    assert answer.startswith("echo:")
+
+
+@pytest.mark.parametrize("extra", ['cjk_font = ""\nmax_file_mb = 1'])
+@pytest.mark.parametrize(("name", "data", "reason"), [
+    ("big.csv", b"x" * (1024 * 1024 + 10), "too large"),
+    ("empty.csv", b"", "empty"),
+    ("tool.exe", b"MZ\x90\x00", "not supported"),
+    ("report.pdf", b"this is not a pdf", "could not process it"),
+])
+async def test_bad_files_get_one_clear_reply(chat: Driver, openai_fake: FakeOpenAI, name: str,
+                                             data: bytes, reason: str) -> None:
+    replies = await send(chat, "look at this", [File(data, name, "application/octet-stream",
+                                                     kind="document")])
+    shown = texts(replies)
+    assert name in shown and reason in shown
+    assert len(replies) == 1
+    assert fake(openai_fake).response_requests() == []
+    assert "No files here yet" in texts(await send(chat, "/files"))
+    assert fake(openai_fake).files == {}  # nothing left behind on the server
+
+
+async def test_usage_rows(chat: Driver, openai_fake: FakeOpenAI) -> None:
+    api = fake(openai_fake)
+    api.script(Turn(code="df.plot()", files={"chart.png": CHART}, search=["sales"],
+                    cite=["notes.md"], text="Chart attached."))
+    await send(chat, "plot it", [File(b"# Notes\nSales were good.\n", "notes.md",
+                                      "text/markdown", kind="document")])
+    assert chat.app is not None
+    rows = await chat.app.store.usage_rows()
+    features = [r.feature for r in rows]
+    assert features.count("code_interpreter") == 1
+    assert features.count("file_search") == 1
+    run = next(r for r in rows if r.feature == "assistant")
+    assert run.prompt_tokens > 0 and run.completion_tokens > 0 and not run.estimated
+    assert "Sources: notes.md" in texts(chat.replies())
+
+
+async def test_reset_starts_a_new_conversation_and_keeps_the_files(
+        chat: Driver, openai_fake: FakeOpenAI) -> None:
+    api = fake(openai_fake)
+    await chat.ask("my name is Alice")
+    api.script(Turn(text="Loaded."), Turn(text="Hello again."))
+    await send(chat, "load", [csv_file()])
+    first = last_request(openai_fake)
+    seeded = api.conversations[first["conversation"]].items
+    assert any("my name is Alice" in str(i["content"]) for i in seeded)
+    await send(chat, "/reset")
+    await send(chat, "hi")
+    second = last_request(openai_fake)
+    assert second["conversation"] != first["conversation"]
+    assert not any("my name is Alice" in str(i["content"])
+                   for i in api.conversations[second["conversation"]].items)
+    assert "/mnt/data/sales.csv" in second["instructions"]
+
+
+async def test_clear_then_new_file_seeds_history(chat: Driver, openai_fake: FakeOpenAI) -> None:
+    api = fake(openai_fake)
+    api.script(Turn(text="Sales peaked in March."), Turn(text="ok"))
+    await send(chat, "when did sales peak?", [csv_file()])
+    await send(chat, "/files clear")
+    answer = await chat.ask("what did you say about sales?")
+    assert "Sales peaked in March." in str(openai_fake.chat_requests[-1]["messages"])
+    assert answer.startswith("echo:")
+    await send(chat, "again", [csv_file("more.csv")])
+    conv = api.conversations[last_request(openai_fake)["conversation"]]
+    assert any("Sales peaked in March." in str(i["content"]) for i in conv.items)
