@@ -48,41 +48,73 @@ class ResponsesBackend(Backend):
 
     # --- the container -------------------------------------------------------------------
 
+    async def font_file(self, model: str) -> tuple[str, str] | None:
+        """(file id, name) of the CJK font on the Files API, uploaded once per bot."""
+        font = await self.assistant.font()
+        if font is None:
+            return None
+        name, data = font
+        kind = f"font:{name}:{len(data)}"
+        got = await self.store.conversation_id("*", kind)
+        if got:
+            return got, name
+        try:
+            f = await self.client.files.create(file=(name, data, "font/collection"),
+                                               purpose="user_data")
+        except openai.OpenAIError as e:
+            raise translate(e, model) from e
+        await self.store.set_conversation_id("*", kind, f.id)
+        return f.id, name
+
     async def container(self, channel: str, model: str, platform: str,
-                        user_id: str | None) -> str:
-        """The channel's container id, made (with files and font) when there is none."""
+                        user_id: str | None) -> tuple[str, bool]:
+        """The channel's container id, made with the files and the font when there is none;
+        (id, whether it was made now)."""
         got = await self.store.conversation_id(channel, CONTAINER)
         if got:
-            return got
+            return got, False
         cfg = self.config.assistant
+        files = await self.store.workspace_files(channel)
+        for attempt in range(2):
+            font = await self.font_file(model)
+            ids = [f.remote_id for f in files] + ([font[0]] if font else [])
+            try:
+                c = await self.client.containers.create(
+                    name=f"gptbot {channel}"[:200], file_ids=ids,
+                    expires_after={"anchor": "last_active_at",
+                                   "minutes": cfg.container_minutes})
+                break
+            except openai.NotFoundError as e:
+                if attempt == 0 and font is not None and font[0] in str(e.message):
+                    # the font upload is gone from the server: upload it again
+                    await self.store.forget_conversations("*", "font:")
+                    continue
+                raise translate(e, model) from e
+            except openai.OpenAIError as e:
+                raise translate(e, model) from e
         try:
-            c = await self.client.containers.create(
-                name=f"gptbot {channel}"[:200],
-                expires_after={"anchor": "last_active_at", "minutes": cfg.container_minutes})
+            paths = {cf.path.rsplit("/", 1)[-1]: (cf.id, cf.path)
+                     async for cf in self.client.containers.files.list(c.id)}
         except openai.OpenAIError as e:
             raise translate(e, model) from e
-        font = await self.assistant.font()
-        try:
-            if font is not None:
-                cf = await self.client.containers.files.create(c.id, file=font)
-                await self.store.set_conversation_id(channel, FONT, cf.path)
-            else:
-                await self.store.set_conversation_id(channel, FONT, None)
-            for f in await self.store.workspace_files(channel):
-                cf = await self.client.containers.files.create(c.id, file_id=f.remote_id)
-                await self.store.set_container_file(f.id, cf.id, cf.path)
-        except openai.OpenAIError as e:
-            raise translate(e, model) from e
+        for f in files:
+            cid_path = paths.get(f.name)
+            await self.store.set_container_file(f.id, cid_path[0] if cid_path else None,
+                                                cid_path[1] if cid_path else None)
+        font_path = (paths.get(font[1], ("", f"/mnt/data/{font[1]}"))[1] if font else None)
+        await self.store.set_conversation_id(channel, FONT, font_path)
         await self.store.set_conversation_id(channel, CONTAINER, c.id)
         await self.assistant.record_session(channel, platform, user_id)
         log.info("assistant: container %s for %s", c.id, channel)
-        return c.id
+        return c.id, True
 
     async def place(self, channel: str, f: WorkspaceFile, req_model: str, platform: str,
                     user_id: str | None) -> None:
         """Copy the file into the channel's container (re-made if it expired)."""
         for attempt in range(2):
-            cid = await self.container(channel, req_model, platform, user_id)
+            cid, made = await self.container(channel, req_model, platform, user_id)
+            if made:
+                return  # made with every workspace file, this one included
             try:
                 cf = await self.client.containers.files.create(cid, file_id=f.remote_id)
             except openai.OpenAIError as e:
@@ -143,9 +175,11 @@ class ResponsesBackend(Backend):
 
     async def _request(self, req: RunRequest) -> tuple[Any, str]:
         """Create the streamed background response; (stream, container id)."""
-        conv = await self.conversation(req)
+        conv, _ = await asyncio.gather(
+            self.conversation(req),
+            self.container(req.channel, req.model, req.platform, req.user_id))
         for attempt in range(3):
-            cid = await self.container(req.channel, req.model, req.platform, req.user_id)
+            cid, _ = await self.container(req.channel, req.model, req.platform, req.user_id)
             files = await self.store.workspace_files(req.channel)
             vs_id = await self.store.conversation_id(req.channel, "vector_store")
             search = bool(vs_id) and any(f.searchable for f in files)

@@ -413,3 +413,44 @@ async def test_clear_then_new_file_seeds_history(chat: Driver, openai_fake: Fake
     await send(chat, "again", [csv_file("more.csv")])
     conv = api.conversations[last_request(openai_fake)["conversation"]]
     assert any("Sales peaked in March." in str(i["content"]) for i in conv.items)
+
+
+async def test_files_add_command_with_an_attachment(chat: Driver,
+                                                    openai_fake: FakeOpenAI) -> None:
+    """Discord: `/files add` with the file as the slash command's attachment option;
+    elsewhere the command is the document's caption."""
+    fake(openai_fake).script(Turn(text="Monthly sales; I can chart them."))
+    replies = await send(chat, "/files add", [csv_file()])
+    assert "Monthly sales; I can chart them." in texts(replies)
+    assert "sales.csv" in texts(await send(chat, "/files"))
+
+
+async def test_files_remove(chat: Driver, openai_fake: FakeOpenAI) -> None:
+    api = fake(openai_fake)
+    api.script(Turn(text="ok"))
+    await send(chat, "keep", [csv_file()])
+    remote = api.file_named("sales.csv")
+    assert remote is not None
+    assert "no file named nope.csv" in texts(await send(chat, "/files remove nope.csv"))
+    shown = texts(await send(chat, "/files remove sales.csv"))
+    assert "Removed sales.csv" in shown and "back to normal chat" in shown
+    assert remote.id in api.deleted_files
+    assert (await chat.ask("plain chat now")).startswith("echo:")
+
+
+@pytest.mark.parametrize("extra", ['cjk_font = ""\nfile_ttl_days = 2'])
+async def test_old_files_expire_here_and_on_the_server(chat: Driver,
+                                                       openai_fake: FakeOpenAI) -> None:
+    api = fake(openai_fake)
+    api.script(Turn(text="ok"))
+    await send(chat, "keep", [csv_file()])
+    remote = api.file_named("sales.csv")
+    assert remote is not None and remote.expires_at is not None
+    assert remote.expires_at - remote.created_at == 2 * 86_400  # the server expires it too
+    assert chat.app is not None
+    # three days pass
+    await chat.app.store.db.execute("UPDATE workspace_files SET created = created - ?",
+                                    (3 * 86_400,))
+    await chat.restart()
+    assert "No files here yet" in texts(await send(chat, "/files"))
+    assert remote.id in api.deleted_files
