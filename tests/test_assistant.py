@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -35,7 +36,7 @@ def png(colour: str = "red", size: tuple[int, int] = (64, 48)) -> bytes:
 CHART = png()
 
 
-@pytest.fixture(params=["responses"])
+@pytest.fixture(params=["responses", "assistants"])
 def backend(request: pytest.FixtureRequest) -> str:
     """Both backends look the same to the user."""
     return str(request.param)
@@ -89,14 +90,77 @@ async def send(chat: Driver, text: str, files: list[File] | None = None,
     return chat.replies(**where)[before:]
 
 
-def last_request(openai_fake: FakeOpenAI) -> dict[str, Any]:
-    bodies = fake(openai_fake).response_requests()
-    assert bodies, "the model was never asked"
-    return bodies[-1]
+@dataclass
+class Seen:
+    """What the model was sent for one run, the same for both backends."""
+
+    conversation: str  # Responses conversation id / Assistants thread id
+    sandbox: str  # the code interpreter's container id / the thread id
+    instructions: str
+    text: str  # the user's turn as sent
+    body: dict[str, Any]
 
 
-def container_of(body: dict[str, Any]) -> str:
-    return next(t["container"] for t in body["tools"] if t["type"] == "code_interpreter")
+def runs(openai_fake: FakeOpenAI) -> list[Seen]:
+    """Every run the bot started, oldest first."""
+    out = []
+    for r in openai_fake.requests:
+        body = r.json or {}
+        if r.method == "POST" and r.path == "/v1/responses":
+            cid = next((t["container"] for t in body.get("tools", [])
+                        if t["type"] == "code_interpreter"), "")
+            out.append(Seen(body.get("conversation", ""), cid, body.get("instructions", ""),
+                            str(body.get("input")), body))
+        elif r.method == "POST" and re.fullmatch(r"/v1/threads/[^/]+/runs", r.path):
+            tid = r.path.split("/")[3]
+            out.append(Seen(tid, tid, body.get("instructions", ""),
+                            str(body.get("additional_messages")), body))
+    return out
+
+
+def last_run(openai_fake: FakeOpenAI) -> Seen:
+    seen = runs(openai_fake)
+    assert seen, "the model was never asked"
+    return seen[-1]
+
+
+def sandbox_files(openai_fake: FakeOpenAI, seen: Seen) -> dict[str, tuple[str, bytes]]:
+    """File name -> (path in the sandbox, bytes) the code interpreter of a run sees."""
+    api = fake(openai_fake)
+    if seen.sandbox in api.containers:
+        return {f.path.rsplit("/", 1)[-1]: (f.path, f.data)
+                for f in api.containers[seen.sandbox].files.values()}
+    thread = api.legacy.threads[seen.sandbox]
+    ids = thread.tool_resources.get("code_interpreter", {}).get("file_ids", [])
+    return {api.files[i].filename: (f"/mnt/data/{i}", api.files[i].data) for i in ids}
+
+
+def said(openai_fake: FakeOpenAI, conversation: str) -> list[str]:
+    """The texts stored in a conversation / thread, in order."""
+    api = fake(openai_fake)
+    if conversation in api.conversations:
+        items = api.conversations[conversation].items
+        return [str(p.get("text", "")) for it in items for p in it.get("content", [])]
+    return [str(b.get("text", {}).get("value", "")) for m in
+            api.legacy.threads[conversation].messages for b in m["content"]]
+
+
+def ended(openai_fake: FakeOpenAI, conversation: str) -> bool:
+    api = fake(openai_fake)
+    if conversation in api.conversations:
+        return api.conversations[conversation].deleted
+    return api.legacy.threads[conversation].deleted
+
+
+def run_statuses(openai_fake: FakeOpenAI) -> list[str]:
+    api = fake(openai_fake)
+    return [r.obj["status"] for r in api.responses.values()] + [
+        r.obj["status"] for r in api.legacy.runs.values()]
+
+
+def responses_only(backend: str, why: str) -> None:
+    if backend != "responses":
+        pytest.skip(why)
 
 
 async def test_csv_in_chart_out(chat: Driver, openai_fake: FakeOpenAI) -> None:
@@ -110,14 +174,14 @@ async def test_csv_in_chart_out(chat: Driver, openai_fake: FakeOpenAI) -> None:
     assert "Sales rose every month. chart.png" in shown
     assert "sandbox:" not in shown
     assert images_in(replies) == [CHART] or _same_picture(images_in(replies), CHART)
-    body = last_request(openai_fake)
-    assert "plot sales by month" in str(body["input"])
-    container = api.containers[container_of(body)]
-    held = {f.path: f.data for f in container.files.values()}
-    assert held["/mnt/data/sales.csv"] == CSV
-    assert "/mnt/data/sales.csv" in body["instructions"]
-    assert body["background"] is True and body["stream"] is True
-    assert body["conversation"] in api.conversations
+    seen = last_run(openai_fake)
+    assert "plot sales by month" in seen.text
+    path, data = sandbox_files(openai_fake, seen)["sales.csv"]
+    assert data == CSV
+    assert path in seen.instructions
+    assert seen.body["stream"] is True
+    if seen.sandbox in api.containers:
+        assert seen.body["background"] is True and seen.conversation in api.conversations
 
 
 def _same_picture(got: list[bytes], want: bytes) -> bool:
@@ -135,21 +199,19 @@ async def test_follow_up_continues_the_conversation_and_restart_keeps_it(
     api.script(Turn(text="It holds monthly sales for Jan-Mar."),
                Turn(text="March was best."), Turn(text="Still March."))
     await send(chat, "what is this?", [csv_file()])
-    first = last_request(openai_fake)
+    first = last_run(openai_fake)
     replies = await send(chat, "which month was best?")
     assert "March was best." in texts(replies)
-    second = last_request(openai_fake)
-    assert second["conversation"] == first["conversation"]
-    assert container_of(second) == container_of(first)
+    second = last_run(openai_fake)
+    assert second.conversation == first.conversation
+    assert second.sandbox == first.sandbox
     await chat.restart()
     replies = await send(chat, "sure?")
     assert "Still March." in texts(replies)
-    third = last_request(openai_fake)
-    assert third["conversation"] == first["conversation"]
-    assert container_of(third) == container_of(first)
-    items = api.conversations[first["conversation"]].items
-    said = [p.get("text", "") for it in items for p in it.get("content", [])]
-    assert any("which month was best?" in s for s in said)
+    third = last_run(openai_fake)
+    assert third.conversation == first.conversation
+    assert third.sandbox == first.sandbox
+    assert any("which month was best?" in t for t in said(openai_fake, first.conversation))
 
 
 async def test_document_without_caption_is_described(chat: Driver,
@@ -157,9 +219,9 @@ async def test_document_without_caption_is_described(chat: Driver,
     fake(openai_fake).script(Turn(text="Monthly sales for three months. I can chart it."))
     replies = await send(chat, "", [csv_file()])
     assert texts(replies).strip() == "Monthly sales for three months. I can chart it."
-    body = last_request(openai_fake)
-    assert "two or three short lines" in str(body["input"])
-    assert "sales.csv" in str(body["input"])
+    seen = last_run(openai_fake)
+    assert "two or three short lines" in seen.text
+    assert "sales.csv" in seen.text
 
 
 async def test_files_list_and_clear(chat: Driver, openai_fake: FakeOpenAI) -> None:
@@ -173,13 +235,13 @@ async def test_files_list_and_clear(chat: Driver, openai_fake: FakeOpenAI) -> No
     assert "Alice" in listing or "alice" in listing
     assert "KB" in listing or " B," in listing
     uploaded = {f.id for f in api.files.values()}
-    conv = last_request(openai_fake)["conversation"]
+    conv = last_run(openai_fake).conversation
     cleared = texts(await send(chat, "/files clear"))
     assert "Deleted 2 files" in cleared
     assert uploaded <= set(api.deleted_files)
     assert api.vector_stores == {}
     assert api.live_containers() == []
-    assert api.conversations[conv].deleted
+    assert ended(openai_fake, conv)
     answer = await chat.ask("hello again")
     assert answer.startswith("echo:")  # normal chat carries on
 
@@ -189,9 +251,9 @@ async def test_code_without_files(chat: Driver, openai_fake: FakeOpenAI) -> None
     api.script(Turn(code="print(2**200)", text=f"2^200 = {BIG}"))
     replies = await send(chat, "/code what is 2^200 exactly")
     assert BIG in texts(replies)
-    body = last_request(openai_fake)
-    assert "what is 2^200 exactly" in str(body["input"])
-    assert "python tool" in body["instructions"]
+    seen = last_run(openai_fake)
+    assert "what is 2^200 exactly" in seen.text
+    assert "python tool" in seen.instructions
 
 
 async def test_code_returns_other_files_as_documents(chat: Driver,
@@ -211,20 +273,20 @@ async def test_isolation_a_file_in_one_chat_is_unknown_in_another(
     api = fake(openai_fake)
     api.script(Turn(text="Got your sales."))
     await send(chat, "remember this", [csv_file()])
-    alice = last_request(openai_fake)
-    asked = len(api.response_requests())
+    alice = last_run(openai_fake)
+    asked = len(runs(openai_fake))
     answer = await chat.ask("what is in sales.csv?", user=BOB)
     assert answer.startswith("echo:")  # Bob's chat has no workspace: plain chat
-    assert len(api.response_requests()) == asked
+    assert len(runs(openai_fake)) == asked
     listing = texts(await send(chat, "/files", user=BOB))
     assert "sales.csv" not in listing
     api.script(Turn(text="Bob's numbers."))
     await send(chat, "mine", [csv_file("bob.csv", b"a\n1\n")], user=BOB)
-    bob = last_request(openai_fake)
-    assert bob["conversation"] != alice["conversation"]
-    assert container_of(bob) != container_of(alice)
-    held = {f.path for f in api.containers[container_of(bob)].files.values()}
-    assert "/mnt/data/sales.csv" not in held and "/mnt/data/bob.csv" in held
+    bob = last_run(openai_fake)
+    assert bob.conversation != alice.conversation
+    assert bob.sandbox != alice.sandbox
+    held = sandbox_files(openai_fake, bob)
+    assert "sales.csv" not in held and "bob.csv" in held
 
 
 async def test_group_document_needs_addressing(chat: Driver, openai_fake: FakeOpenAI) -> None:
@@ -236,7 +298,7 @@ async def test_group_document_needs_addressing(chat: Driver, openai_fake: FakeOp
     api.script(Turn(text="Three months of sales."))
     replies = await send(chat, "what is this?", [csv_file()], group=True, mention=True)
     assert "Three months of sales." in texts(replies)
-    assert "Alice" in str(last_request(openai_fake)["input"])
+    assert "Alice" in last_run(openai_fake).text
 
 
 async def test_status_message_follows_the_run_and_becomes_the_answer(
@@ -263,15 +325,14 @@ async def test_cancel_stops_the_run(chat: Driver, openai_fake: FakeOpenAI) -> No
     api = fake(openai_fake)
     api.script(Turn(code="while True: pass", hang=True, text="never"))
     await chat.send_text("/code loop forever")
-    await openai_fake.wait_until(lambda: any(
-        r.obj["status"] == "in_progress" for r in api.responses.values()), 10)
+    await wait_for(lambda: "in_progress" in run_statuses(openai_fake), 10, "the run to start")
     await chat.send_text("/cancel")
     await chat.settle()
     shown = texts(chat.replies())
     assert "Stopping the request in progress" in shown
     assert "never" not in shown
-    assert [r.obj["status"] for r in api.responses.values()] == ["cancelled"]
-    assert openai_fake.requests_to(f"/responses/{next(iter(api.responses))}/cancel")
+    assert run_statuses(openai_fake) == ["cancelled"]
+    assert [r for r in openai_fake.requests if r.path.endswith("/cancel")]
     assert "Nothing is running here" in texts(await send(chat, "/cancel"))
 
 
@@ -297,23 +358,23 @@ async def test_a_hanging_run_is_cancelled_after_run_timeout(
     api.script(Turn(hang=True, text="never"))
     replies = await send(chat, "/code think forever")
     assert "took longer than 1 s" in texts(replies)
-    assert [r.obj["status"] for r in api.responses.values()] == ["cancelled"]
+    assert run_statuses(openai_fake) == ["cancelled"]
 
 
-async def test_expired_container_is_remade_with_the_files(chat: Driver,
-                                                          openai_fake: FakeOpenAI) -> None:
+async def test_expired_container_is_remade_with_the_files(
+        chat: Driver, openai_fake: FakeOpenAI, backend: str) -> None:
+    responses_only(backend, "Assistants threads have no containers to expire")
     api = fake(openai_fake)
     api.script(Turn(text="Loaded."), Turn(code="df.describe()", text="Mean sales: 13.7"))
     await send(chat, "load it", [csv_file()])
-    first = container_of(last_request(openai_fake))
+    first = last_run(openai_fake).sandbox
     api.expire_containers()
     replies = await send(chat, "mean sales?")
     assert "Mean sales: 13.7" in texts(replies)
     assert "expired" not in texts(replies).lower()
-    second = container_of(last_request(openai_fake))
-    assert second != first
-    held = {f.path: f.data for f in api.containers[second].files.values()}
-    assert held["/mnt/data/sales.csv"] == CSV
+    second = last_run(openai_fake)
+    assert second.sandbox != first
+    assert sandbox_files(openai_fake, second)["sales.csv"][1] == CSV
     statuses = [r.headers for r in openai_fake.requests_to("/responses")]
     assert len(statuses) == 3  # the load, the refused request, the retry
 
@@ -330,11 +391,10 @@ async def test_cjk_font_goes_into_the_container_and_the_instructions(
                     text="这是图表 [图表](sandbox:/mnt/data/图表.png)"))
     replies = await send(chat, "画一个每月销售的图表", [csv_file()])
     assert "这是图表 图表.png" in texts(replies)
-    body = last_request(openai_fake)
-    held = {f.path: f.data for f in api.containers[container_of(body)].files.values()}
-    path = f"/mnt/data/{font.name}"
-    assert held[path] == font.read_bytes()
-    assert path in body["instructions"] and "addfont" in body["instructions"]
+    seen = last_run(openai_fake)
+    path, data = sandbox_files(openai_fake, seen)[font.name]
+    assert data == font.read_bytes()
+    assert path in seen.instructions and "addfont" in seen.instructions
 
 
 async def test_server_without_the_endpoints(chat: Driver, openai_fake: FakeOpenAI) -> None:
@@ -363,7 +423,7 @@ async def test_bad_files_get_one_clear_reply(chat: Driver, openai_fake: FakeOpen
     shown = texts(replies)
     assert name in shown and reason in shown
     assert len(replies) == 1
-    assert fake(openai_fake).response_requests() == []
+    assert runs(openai_fake) == []
     assert "No files here yet" in texts(await send(chat, "/files"))
     assert fake(openai_fake).files == {}  # nothing left behind on the server
 
@@ -390,16 +450,14 @@ async def test_reset_starts_a_new_conversation_and_keeps_the_files(
     await chat.ask("my name is Alice")
     api.script(Turn(text="Loaded."), Turn(text="Hello again."))
     await send(chat, "load", [csv_file()])
-    first = last_request(openai_fake)
-    seeded = api.conversations[first["conversation"]].items
-    assert any("my name is Alice" in str(i["content"]) for i in seeded)
+    first = last_run(openai_fake)
+    assert any("my name is Alice" in t for t in said(openai_fake, first.conversation))
     await send(chat, "/reset")
     await send(chat, "hi")
-    second = last_request(openai_fake)
-    assert second["conversation"] != first["conversation"]
-    assert not any("my name is Alice" in str(i["content"])
-                   for i in api.conversations[second["conversation"]].items)
-    assert "/mnt/data/sales.csv" in second["instructions"]
+    second = last_run(openai_fake)
+    assert second.conversation != first.conversation
+    assert not any("my name is Alice" in t for t in said(openai_fake, second.conversation))
+    assert "sales.csv" in second.instructions
 
 
 async def test_clear_then_new_file_seeds_history(chat: Driver, openai_fake: FakeOpenAI) -> None:
@@ -411,8 +469,8 @@ async def test_clear_then_new_file_seeds_history(chat: Driver, openai_fake: Fake
     assert "Sales peaked in March." in str(openai_fake.chat_requests[-1]["messages"])
     assert answer.startswith("echo:")
     await send(chat, "again", [csv_file("more.csv")])
-    conv = api.conversations[last_request(openai_fake)["conversation"]]
-    assert any("Sales peaked in March." in str(i["content"]) for i in conv.items)
+    conversation = last_run(openai_fake).conversation
+    assert any("Sales peaked in March." in t for t in said(openai_fake, conversation))
 
 
 async def test_files_add_command_with_an_attachment(chat: Driver,
@@ -454,3 +512,43 @@ async def test_old_files_expire_here_and_on_the_server(chat: Driver,
     await chat.restart()
     assert "No files here yet" in texts(await send(chat, "/files"))
     assert remote.id in api.deleted_files
+
+
+def assistants_only(backend: str, why: str) -> None:
+    if backend != "assistants":
+        pytest.skip(why)
+
+
+async def test_expired_run_gets_a_clear_reply(chat: Driver, openai_fake: FakeOpenAI,
+                                              backend: str) -> None:
+    assistants_only(backend, "only Assistants runs expire (Responses have no such status)")
+    fake(openai_fake).script(Turn(status="expired"))
+    replies = await send(chat, "/code slow thing")
+    assert "The run expired on the AI server" in texts(replies)
+    assert run_statuses(openai_fake) == ["expired"]
+
+
+async def test_a_tool_call_is_answered_as_unavailable_and_the_run_goes_on(
+        chat: Driver, openai_fake: FakeOpenAI, backend: str) -> None:
+    assistants_only(backend, "requires_action is an Assistants run status")
+    fake(openai_fake).script(Turn(tool_call=("get_weather", '{"city": "Paris"}'),
+                                  text="I can't check the weather here."))
+    replies = await send(chat, "/code weather in Paris?")
+    assert "I can't check the weather here." in texts(replies)
+    submitted = [r.json for r in openai_fake.requests if r.path.endswith("/submit_tool_outputs")]
+    assert len(submitted) == 1
+    (output,) = submitted[0]["tool_outputs"]
+    assert "not available" in output["output"] and "get_weather" in output["output"]
+    assert run_statuses(openai_fake) == ["completed"]
+
+
+async def test_assistants_backend_keeps_one_assistant(chat: Driver, openai_fake: FakeOpenAI,
+                                                      backend: str) -> None:
+    assistants_only(backend, "the assistant object is an Assistants API thing")
+    api = fake(openai_fake)
+    api.script(Turn(text="one"), Turn(text="two"))
+    await send(chat, "a", [csv_file()])
+    await chat.restart()
+    await send(chat, "b")
+    assert len(api.legacy.assistants) == 1
+    assert len({s.body["assistant_id"] for s in runs(openai_fake)}) == 1

@@ -102,7 +102,7 @@ class Turn:
     search: file_search queries (needs the file_search tool); results are the vector
         store's files; `cite` names files to cite with file_citation annotations.
     status: how the response ends; `error` (code, message) for "failed",
-        `incomplete_reason` for "incomplete".
+        `incomplete_reason` for "incomplete"; "expired" exists for assistants runs only.
     hold: the response pauses after its tool calls until this event is set.
     hang: the response never finishes (until cancelled or the fake stops).
     tool_call: (assistants backend) the run asks for this function first.
@@ -114,7 +114,7 @@ class Turn:
     files: dict[str, bytes] = field(default_factory=dict)
     search: list[str] | None = None
     cite: list[str] = field(default_factory=list)
-    status: Literal["completed", "failed", "incomplete"] = "completed"
+    status: Literal["completed", "failed", "incomplete", "expired"] = "completed"
     error: tuple[str, str] = ("server_error", "The model failed to generate a response.")
     incomplete_reason: str = "max_output_tokens"
     hold: asyncio.Event | None = None
@@ -1004,6 +1004,8 @@ class AssistantAPI:
             ev.append({"type": "response.output_item.done", "output_index": index, "item": done})
             outputs.append(done)
             index += 1
+        if turn.status == "expired":
+            raise AssertionError("Turn(status='expired') is for assistants runs only")
         if turn.hold is not None:
             ev.append(turn.hold)
         if turn.hang:
