@@ -455,7 +455,7 @@ class Assistant:
             try:
                 await self.backend.place(channel, record, model, platform, author_id)
             except BaseException:
-                await self.store.remove_workspace_file(record.id)
+                await self.store.remove_workspace_file(channel, record.id)
                 raise
         except BaseException:
             await self.backend.delete_remote(channel, _bare(channel, name, remote_id,
@@ -490,7 +490,7 @@ class Assistant:
         files = await self.store.workspace_files(channel)
         for f in files:
             await self.backend.delete_remote(channel, f)
-            await self.store.remove_workspace_file(f.id)
+            await self.store.remove_workspace_file(channel, f.id)
         await self.backend.end(channel)
         await self.backend.drop_vector_store(channel)
         log.info("assistant: cleared %d files in %s", len(files), channel)
@@ -499,7 +499,7 @@ class Assistant:
     async def _delete(self, channel: str, f: WorkspaceFile) -> None:
         await self.backend.forget(channel, f)
         await self.backend.delete_remote(channel, f)
-        await self.store.remove_workspace_file(f.id)
+        await self.store.remove_workspace_file(channel, f.id)
 
     async def sweep(self) -> None:
         """Delete files older than file_ttl_days, everywhere (at most once an hour)."""

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 import openai
+from openai import AsyncStream
 
 from bot.assistant import (
     Active,
@@ -99,7 +100,7 @@ class ResponsesBackend(Backend):
             raise translate(e, model) from e
         for f in files:
             cid_path = paths.get(f.name)
-            await self.store.set_container_file(f.id, cid_path[0] if cid_path else None,
+            await self.store.set_container_file(channel, f.id, cid_path[0] if cid_path else None,
                                                 cid_path[1] if cid_path else None)
         font_path = (paths.get(font[1], ("", f"/mnt/data/{font[1]}"))[1] if font else None)
         await self.store.set_conversation_id(channel, FONT, font_path)
@@ -122,7 +123,7 @@ class ResponsesBackend(Backend):
                     await self.store.set_conversation_id(channel, CONTAINER, None)
                     continue
                 raise translate(e, req_model) from e
-            await self.store.set_container_file(f.id, cf.id, cf.path)
+            await self.store.set_container_file(channel, f.id, cf.id, cf.path)
             return
 
     async def forget(self, channel: str, f: WorkspaceFile) -> None:
@@ -189,15 +190,20 @@ class ResponsesBackend(Backend):
                 tools.append({"type": "file_search", "vector_store_ids": [vs_id]})
             listed = [(f.container_path or f"/mnt/data/{f.name}", f.name, f.size)
                       for f in files]
+            body = {
+                "model": req.model, "conversation": conv,
+                "input": [{"type": "message", "role": "user", "content": req.text}],
+                "instructions": instructions(req.persona, listed, search=search, font=font,
+                                             code=req.code),
+                "tools": tools, "background": True, "stream": True, "store": True,
+                "max_output_tokens": self.config.chat.max_output_tokens}
             try:
-                stream = await self.client.responses.create(
-                    model=req.model, conversation=conv,
-                    input=[{"type": "message", "role": "user", "content": req.text}],
-                    instructions=instructions(req.persona, listed, search=search, font=font,
-                                              code=req.code),
-                    tools=tools, background=True, stream=True, store=True,
-                    max_output_tokens=self.config.chat.max_output_tokens,
-                    timeout=self.config.assistant.run_timeout + 10)
+                # events as dicts through the SDK's generic post (auth, retries, errors):
+                # a typed model per event costs more than the rest of the run's handling
+                stream = await self.client.post(
+                    "/responses", body=body, cast_to=object, stream=True,
+                    stream_cls=AsyncStream[object],
+                    options={"timeout": self.config.assistant.run_timeout + 10})
             except openai.OpenAIError as e:
                 if attempt < 2 and gone(e, "container"):
                     log.info("assistant: container of %s expired; making a new one",
@@ -216,12 +222,14 @@ class ResponsesBackend(Backend):
     async def run(self, req: RunRequest, active: Active) -> RunResult:
         """Stream the run's events (progress), then collect text, citations and files."""
         stream, _ = await self._request(req)
-        final: Any = None
+        final: dict[str, Any] | None = None
         try:
             async for event in stream:
-                kind = event.type
+                if not isinstance(event, dict):
+                    continue
+                kind = str(event.get("type", ""))
                 if kind == "response.created":
-                    active.run_id = event.response.id
+                    active.run_id = event["response"]["id"]
                 elif kind == "response.queued":
                     req.progress("queued")
                 elif kind == "response.in_progress":
@@ -233,70 +241,78 @@ class ResponsesBackend(Backend):
                 elif kind == "response.output_text.delta":
                     req.progress("writing")
                 elif kind in ("response.completed", "response.failed", "response.incomplete"):
-                    final = event.response
+                    final = event["response"]
                 elif kind == "error":
-                    raise UserError(f"⚠️ The assistant run failed: {event.message}")
+                    detail = _detail(Exception(event.get("message") or "unknown error"))
+                    raise UserError(f"⚠️ The assistant run failed: {detail}.")
         except (openai.APIConnectionError, openai.APITimeoutError) as e:
             if active.run_id is None:
                 raise translate(e, req.model) from e
             log.info("assistant: stream of %s dropped; polling", active.run_id)
         finally:
             await stream.close()
-        if final is None or final.status in ("queued", "in_progress"):
+        if final is None or final.get("status") in ("queued", "in_progress"):
             final = await self._poll(active, req.model)
         return await self._result(req, final)
 
-    async def _poll(self, active: Active, model: str) -> Any:
+    async def _poll(self, active: Active, model: str) -> dict[str, Any]:
         """Follow a background response whose stream ended early, until it is done."""
         assert active.run_id is not None
         while True:
             try:
-                resp = await self.client.responses.retrieve(active.run_id)
+                resp = await self.client.get(f"/responses/{active.run_id}", cast_to=object)
             except openai.OpenAIError as e:
                 raise translate(e, model) from e
-            if resp.status not in ("queued", "in_progress"):
+            if isinstance(resp, dict) and resp.get("status") not in ("queued", "in_progress"):
                 return resp
             await asyncio.sleep(POLL_INTERVAL)
 
-    async def _result(self, req: RunRequest, resp: Any) -> RunResult:
-        if resp.status == "failed":
-            detail = _detail(Exception(resp.error.message)) if resp.error else "unknown error"
+    async def _result(self, req: RunRequest, resp: dict[str, Any]) -> RunResult:
+        status = resp.get("status")
+        if status == "failed":
+            error = resp.get("error") or {}
+            detail = _detail(Exception(error.get("message") or "unknown error"))
             raise UserError(f"⚠️ The assistant run failed: {detail}.")
-        if resp.status == "cancelled":
+        if status == "cancelled":
             raise UserError("⏹ The run was cancelled on the AI server.")
-        result = RunResult(text="", model=resp.model or req.model)
-        if resp.usage is not None:
-            result.input_tokens = resp.usage.input_tokens
-            result.output_tokens = resp.usage.output_tokens
-        if resp.status == "incomplete":
-            reason = getattr(resp.incomplete_details, "reason", None) or "unknown reason"
+        result = RunResult(text="", model=str(resp.get("model") or req.model))
+        usage = resp.get("usage") or {}
+        result.input_tokens = int(usage.get("input_tokens") or 0)
+        result.output_tokens = int(usage.get("output_tokens") or 0)
+        if status == "incomplete":
+            reason = str((resp.get("incomplete_details") or {}).get("reason")
+                         or "unknown reason")
             result.incomplete = {"max_output_tokens": "it hit the length limit",
                                  "content_filter": "the content filter stopped it"}.get(
-                                     reason, str(reason).replace("_", " "))
+                                     reason, reason.replace("_", " "))
         own = {f.container_file_id for f in await self.store.workspace_files(req.channel)}
         font = await self.store.conversation_id(req.channel, FONT)
         wanted: dict[tuple[str, str], str] = {}
         texts: list[str] = []
         links: list[str] = []
-        for item in resp.output:
-            if item.type == "code_interpreter_call":
+        for item in resp.get("output") or []:
+            kind = item.get("type")
+            if kind == "code_interpreter_call":
                 result.code_calls += 1
-            elif item.type == "file_search_call":
+            elif kind == "file_search_call":
                 result.search_calls += 1
-            elif item.type == "message":
-                for part in item.content:
-                    if part.type != "output_text":
+            elif kind == "message":
+                for part in item.get("content") or []:
+                    if part.get("type") != "output_text":
                         continue
+                    text = str(part.get("text") or "")
                     spans: list[tuple[int, int, str]] = []
-                    for ann in part.annotations or []:
-                        if ann.type == "container_file_citation":
-                            spans.append((ann.start_index, ann.end_index, ann.filename))
-                            if ann.file_id not in own:
-                                wanted[(ann.container_id, ann.file_id)] = ann.filename
-                        elif ann.type == "file_citation" and ann.filename not in result.sources:
-                            result.sources.append(ann.filename)
-                    links += sandbox_paths(part.text)
-                    texts.append(rewrite_links(part.text, spans))
+                    for ann in part.get("annotations") or []:
+                        name = str(ann.get("filename") or "")
+                        if ann.get("type") == "container_file_citation":
+                            spans.append((int(ann.get("start_index") or 0),
+                                          int(ann.get("end_index") or 0), name))
+                            if ann.get("file_id") not in own:
+                                wanted[(ann["container_id"], ann["file_id"])] = name
+                        elif ann.get("type") == "file_citation" and name not in result.sources:
+                            result.sources.append(name)
+                    links += sandbox_paths(text)
+                    texts.append(rewrite_links(text, spans))
         result.text = "\n\n".join(t for t in texts if t.strip())
         result.files = await self._download(req, wanted, links, own, font)
         return result

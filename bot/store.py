@@ -311,6 +311,10 @@ class Store:
         self._reports: aiosqlite.Connection | None = None
         # channels known to have an empty assistant workspace (asked on every message)
         self._no_workspace: set[str] = set()
+        # remote ids and workspaces are read several times per assistant run and written
+        # only through this object: write-through LRUs save a thread hop per read
+        self._remote: OrderedDict[tuple[str, str], tuple[str, int] | None] = OrderedDict()
+        self._workspaces: OrderedDict[str, list[WorkspaceFile]] = OrderedDict()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -679,11 +683,8 @@ class Store:
 
     async def conversation_id(self, channel: str, kind: str) -> str | None:
         """A remote conversation/thread id kept for this channel (assistants, responses)."""
-        cur = await self.db.execute(
-            "SELECT remote_id FROM conversations WHERE channel = ? AND kind = ?", (channel, kind)
-        )
-        row = await cur.fetchone()
-        return str(row[0]) if row else None
+        got = await self.conversation(channel, kind)
+        return got[0] if got else None
 
     async def set_conversation_id(self, channel: str, kind: str, remote_id: str | None,
                                   *, anchor: int = 0) -> None:
@@ -701,20 +702,35 @@ class Store:
                 " anchor = excluded.anchor",
                 (channel, kind, remote_id, time.time(), anchor),
             )
+        self._remember_remote((channel, kind), None if remote_id is None else (remote_id, anchor))
 
     async def conversation(self, channel: str, kind: str) -> tuple[str, int] | None:
         """(remote id, anchor) of a remote conversation kept for this channel."""
+        key = (channel, kind)
+        if key in self._remote:
+            self._remote.move_to_end(key)
+            return self._remote[key]
         cur = await self.db.execute(
             "SELECT remote_id, anchor FROM conversations WHERE channel = ? AND kind = ?",
             (channel, kind))
         row = await cur.fetchone()
-        return (str(row[0]), int(row[1])) if row else None
+        value = (str(row[0]), int(row[1])) if row else None
+        self._remember_remote(key, value)
+        return value
+
+    def _remember_remote(self, key: tuple[str, str], value: tuple[str, int] | None) -> None:
+        self._remote[key] = value
+        self._remote.move_to_end(key)
+        if len(self._remote) > self._settings_cap * 4:
+            self._remote.popitem(last=False)
 
     async def forget_conversations(self, channel: str, prefix: str) -> None:
         """Drop every remote id of a channel whose kind starts with `prefix`."""
         await self.db.execute(
             "DELETE FROM conversations WHERE channel = ? AND substr(kind, 1, ?) = ?",
             (channel, len(prefix), prefix))
+        for key in [k for k in self._remote if k[0] == channel and k[1].startswith(prefix)]:
+            del self._remote[key]
 
     async def context_marker(self, channel: str) -> int:
         """The channel's current /reset marker (0 before the first /reset)."""
@@ -740,40 +756,50 @@ class Store:
             (channel, name, size, mime, remote_id, int(searchable), container_file_id,
              container_path, author_id, author_name, created))
         self._no_workspace.discard(channel)
+        self._workspaces.pop(channel, None)
         return WorkspaceFile(int(cur.lastrowid or 0), channel, name, size, mime, remote_id,
                              searchable, container_file_id, container_path, author_id,
                              author_name, created)
 
     async def workspace_files(self, channel: str) -> list[WorkspaceFile]:
-        """A channel's workspace, oldest first."""
+        """A channel's workspace, oldest first (cached; treat it as read-only)."""
+        cached = self._workspaces.get(channel)
+        if cached is not None:
+            self._workspaces.move_to_end(channel)
+            return cached
         rows = await self.db.execute_fetchall(
             f"SELECT {self._WS_COLUMNS} FROM workspace_files WHERE channel = ? ORDER BY id",
             (channel,))
-        return [_workspace_file(r) for r in rows]
+        files = [_workspace_file(r) for r in rows]
+        self._workspaces[channel] = files
+        if len(self._workspaces) > self._settings_cap:
+            self._workspaces.popitem(last=False)
+        return files
 
     async def has_workspace(self, channel: str) -> bool:
         """Whether the channel's workspace holds files (asked on every chat message)."""
         if channel in self._no_workspace:
             return False
-        cur = await self.db.execute(
-            "SELECT 1 FROM workspace_files WHERE channel = ? LIMIT 1", (channel,))
-        if await cur.fetchone():
+        if await self.workspace_files(channel):
             return True
         if len(self._no_workspace) > 100_000:
             self._no_workspace.clear()
         self._no_workspace.add(channel)
         return False
 
-    async def set_container_file(self, file_id: int, container_file_id: str | None,
+    async def set_container_file(self, channel: str, file_id: int,
+                                 container_file_id: str | None,
                                  container_path: str | None) -> None:
         """Where a workspace file now lives in the channel's code-interpreter container."""
         await self.db.execute(
             "UPDATE workspace_files SET container_file_id = ?, container_path = ?"
             " WHERE id = ?", (container_file_id, container_path, file_id))
+        self._workspaces.pop(channel, None)
 
-    async def remove_workspace_file(self, file_id: int) -> None:
+    async def remove_workspace_file(self, channel: str, file_id: int) -> None:
         """Forget one workspace file (the caller deleted it on the server)."""
         await self.db.execute("DELETE FROM workspace_files WHERE id = ?", (file_id,))
+        self._workspaces.pop(channel, None)
 
     async def workspace_files_before(self, created: float, limit: int = 500
                                      ) -> list[WorkspaceFile]:
