@@ -181,9 +181,8 @@ def rewrite_links(text: str, spans: list[tuple[int, int, str]]) -> str:
 
 
 def sandbox_paths(text: str) -> list[str]:
-    """/mnt/data paths a text links to."""
-    return [m.group(2) for m in _SANDBOX_LINK.finditer(text)] + [
-        m.group(1) for m in _SANDBOX_BARE.finditer(text)]
+    """/mnt/data paths a text links to, once each, in order."""
+    return list(dict.fromkeys(m.group(1) for m in _SANDBOX_BARE.finditer(text)))
 
 
 def find_cjk_font() -> Path | None:
