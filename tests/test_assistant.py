@@ -552,3 +552,31 @@ async def test_assistants_backend_keeps_one_assistant(chat: Driver, openai_fake:
     await send(chat, "b")
     assert len(api.legacy.assistants) == 1
     assert len({s.body["assistant_id"] for s in runs(openai_fake)}) == 1
+
+
+@pytest.mark.parametrize("profile", ["llama.cpp", "ollama", "vllm"])
+@pytest.mark.parametrize("platform", ["console", "telegram"])
+async def test_local_servers_say_once_that_they_cannot(tmp_path: Any, profile: str,
+                                                       platform: str, backend: str) -> None:
+    """llama.cpp, Ollama and vLLM serve none of these endpoints: one clear reply, then
+    normal chat."""
+    from tests.conftest import make_driver
+
+    server = FakeOpenAI(profile=profile)
+    await server.start()
+    model = server.models[0]
+    driver, platform_fake = await make_driver(
+        platform, server, tmp_path,
+        f'[models]\nchat = "{model}"\nvision = "{model}"\n'
+        f'[assistant]\nbackend = "{backend}"\ncjk_font = ""\n')
+    try:
+        await driver.start()
+        replies = await send(driver, "plot this", [csv_file()])
+        assert texts(replies).strip() == "This AI server can't run code or read files."
+        assert (await driver.ask("hello")).strip()
+        assert server.chat_requests, "normal chat went to the server"
+    finally:
+        await driver.stop()
+        await server.stop()
+        if platform_fake is not None:
+            await platform_fake.stop()
