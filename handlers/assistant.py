@@ -201,12 +201,10 @@ async def run(ctx: Context, text: str, *, code: bool = False, stored: str | None
                 else:
                     await status.stop()
                 return
-            except UserError as e:
-                if status.sent is None:
-                    await status.stop()
-                    raise
-                await status.replace(e.message)
-                return
+            except UserError:
+                # the router's error policy turns the status message into the reply
+                ctx.placeholder = await status.stop()
+                raise
             except BaseException:
                 await status.stop()
                 raise

@@ -580,3 +580,19 @@ async def test_local_servers_say_once_that_they_cannot(tmp_path: Any, profile: s
         await server.stop()
         if platform_fake is not None:
             await platform_fake.stop()
+
+
+async def test_a_run_failing_after_the_status_shows_replaces_it(
+        chat: Driver, openai_fake: FakeOpenAI) -> None:
+    no_console(chat, "the terminal cannot edit messages")
+    hold = asyncio.Event()
+    fake(openai_fake).script(Turn(code="1/0", hold=hold, status="failed",
+                                  error=("server_error", "Sandbox crashed")))
+    await chat.send_text("/code divide by zero")
+    await wait_for(lambda: any("Running code" in r.text for r in chat.replies()), 10,
+                   "the status message to say the code is running")
+    hold.set()
+    await chat.settle()
+    replies = chat.replies()
+    assert len(replies) == 1  # the status message became the error, nothing else was sent
+    assert "The assistant run failed: Sandbox crashed" in replies[0].text
