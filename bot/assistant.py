@@ -29,7 +29,8 @@ import openai
 from bot.ai import AI, map_error
 from bot.config import Config
 from bot.errors import ModelError, Unsupported, UserError
-from bot.store import Store, UsageRow, WorkspaceFile
+from bot.prices import Usage
+from bot.store import Store, WorkspaceFile
 
 log = logging.getLogger(__name__)
 
@@ -553,8 +554,12 @@ class Assistant:
         return True
 
     async def ask(self, req: RunRequest) -> RunResult:
-        """Run one turn with /cancel and the run timeout; record usage."""
+        """Run one turn with /cancel and the run timeout, through the usage meter (the
+        budget is checked before anything is sent)."""
         await self.sweep()
+        estimate = Usage(input_tokens=self.ai.tokenizer.count(req.persona + req.text) + 500,
+                         output_tokens=self.config.chat.max_output_tokens)
+        charge = await self.ai.meter.start("assistant", req.model, estimate)
         active = Active()
         self.active[req.channel] = active
         work = asyncio.create_task(self.backend.run(req, active))
@@ -576,26 +581,28 @@ class Assistant:
                 log.warning("assistant: run timed out in %s", req.channel)
                 raise UserError(TIMED_OUT.format(
                     seconds=int(self.config.assistant.run_timeout)))
+        except BaseException:
+            charge.cancel()
+            raise
         finally:
             stop.cancel()
             if not work.done():
                 work.cancel()
             self.active.pop(req.channel, None)
-        await self._record(req, result)
+        reported = result.input_tokens or result.output_tokens
+        await charge.done(Usage(input_tokens=result.input_tokens,
+                                output_tokens=result.output_tokens) if reported else None)
+        if result.search_calls:
+            calls = Usage(units=result.search_calls, unit="calls")
+            async with self.ai.meter.request("assistant", "file_search", calls) as c:
+                await c.done(calls)
         return result
 
-    async def _record(self, req: RunRequest, result: RunResult) -> None:
-        rows = [UsageRow(req.platform, req.channel, req.user_id, result.model, "assistant",
-                         result.input_tokens, result.output_tokens, False)]
-        rows += [UsageRow(req.platform, req.channel, req.user_id, "file_search", "file_search",
-                          0, 0, False)] * result.search_calls
-        for row in rows:
-            await self.store.record_usage(row)
-
-    async def record_session(self, channel: str, platform: str, user_id: str | None) -> None:
+    async def record_session(self) -> None:
         """One code-interpreter session (billed per container / session)."""
-        await self.store.record_usage(UsageRow(platform, channel, user_id, "code_interpreter",
-                                               "code_interpreter", 0, 0, False))
+        session = Usage(units=1, unit="sessions")
+        async with self.ai.meter.request("assistant", "code_interpreter", session) as c:
+            await c.done(session)
 
     async def end(self, channel: str) -> None:
         """End the conversation, keep the files (a new one starts on the next message)."""

@@ -290,7 +290,7 @@ class AssistantsBackend(Backend):
         result.text = "\n\n".join(t for t in texts if t.strip())
         result.files = await self._download(wanted)
         if result.code_calls:
-            await self.assistant.record_session(req.channel, req.platform, req.user_id)
+            await self.assistant.record_session()
         return result
 
     async def _download(self, wanted: dict[str, str]) -> list[Produced]:

@@ -105,7 +105,7 @@ class ResponsesBackend(Backend):
         font_path = (paths.get(font[1], ("", f"/mnt/data/{font[1]}"))[1] if font else None)
         await self.store.set_conversation_id(channel, FONT, font_path)
         await self.store.set_conversation_id(channel, CONTAINER, c.id)
-        await self.assistant.record_session(channel, platform, user_id)
+        await self.assistant.record_session()
         log.info("assistant: container %s for %s", c.id, channel)
         return c.id, True
 

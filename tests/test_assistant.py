@@ -435,12 +435,16 @@ async def test_usage_rows(chat: Driver, openai_fake: FakeOpenAI) -> None:
     await send(chat, "plot it", [File(b"# Notes\nSales were good.\n", "notes.md",
                                       "text/markdown", kind="document")])
     assert chat.app is not None
-    rows = await chat.app.store.usage_rows()
-    features = [r.feature for r in rows]
-    assert features.count("code_interpreter") == 1
-    assert features.count("file_search") == 1
-    run = next(r for r in rows if r.feature == "assistant")
+    rows = [r for r in await chat.app.store.usage_rows() if r.feature == "assistant"]
+    by_model = {r.model: r for r in rows}
+    assert len(rows) == 3, rows  # the run's tokens, one code session, one search call
+    session = by_model["code_interpreter"]
+    assert (session.units, session.unit, session.cost) == (1, "sessions", 0.03)
+    search = by_model["file_search"]
+    assert (search.units, search.unit) == (1, "calls")
+    run = next(r for r in rows if r.model not in ("code_interpreter", "file_search"))
     assert run.prompt_tokens > 0 and run.completion_tokens > 0 and not run.estimated
+    assert run.user_id is not None and run.cost is not None and run.cost > 0
     assert "Sources: notes.md" in texts(chat.replies())
 
 
@@ -596,3 +600,10 @@ async def test_a_run_failing_after_the_status_shows_replaces_it(
     replies = chat.replies()
     assert len(replies) == 1  # the status message became the error, nothing else was sent
     assert "The assistant run failed: Sandbox crashed" in replies[0].text
+
+
+@pytest.mark.parametrize("extra", ['cjk_font = ""\n[budgets]\nuser_daily = 0.000001'])
+async def test_budget_is_checked_before_a_run(chat: Driver, openai_fake: FakeOpenAI) -> None:
+    replies = await send(chat, "/code 2 + 2")
+    assert texts(replies).startswith("⛔ This would go over your daily budget")
+    assert runs(openai_fake) == []
