@@ -124,8 +124,6 @@ class RunRequest:
     """One user turn for the assistant."""
 
     channel: str
-    platform: str
-    user_id: str | None
     text: str
     persona: str
     model: str
@@ -352,8 +350,7 @@ class Backend:
 
     # backend-specific --------------------------------------------------------------------
 
-    async def place(self, channel: str, f: WorkspaceFile, req_model: str, platform: str,
-                    user_id: str | None) -> None:
+    async def place(self, channel: str, f: WorkspaceFile, model: str) -> None:
         """Make a new workspace file available to the code interpreter."""
         raise NotImplementedError
 
@@ -437,7 +434,7 @@ class Assistant:
     # --- workspace -------------------------------------------------------------------------
 
     async def add(self, channel: str, name: str, data: bytes, mime: str, *, model: str,
-                  platform: str, author_id: str | None, author_name: str | None
+                  author_id: str | None, author_name: str | None
                   ) -> WorkspaceFile:
         """Upload a file into the channel's workspace (code interpreter + file search)."""
         name = safe_name(name)
@@ -453,7 +450,7 @@ class Assistant:
                 channel, name, len(data), mime, remote_id, searchable=searchable,
                 author_id=author_id, author_name=author_name)
             try:
-                await self.backend.place(channel, record, model, platform, author_id)
+                await self.backend.place(channel, record, model)
             except BaseException:
                 await self.store.remove_workspace_file(channel, record.id)
                 raise

@@ -137,8 +137,7 @@ class AssistantsBackend(Backend):
                  len(messages))
         return t.id
 
-    async def place(self, channel: str, f: WorkspaceFile, req_model: str, platform: str,
-                    user_id: str | None) -> None:
+    async def place(self, channel: str, f: WorkspaceFile, model: str) -> None:
         """Files reach the thread's tool resources at the next run."""
 
     async def forget(self, channel: str, f: WorkspaceFile) -> None:

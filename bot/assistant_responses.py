@@ -67,8 +67,7 @@ class ResponsesBackend(Backend):
         await self.store.set_conversation_id("*", kind, f.id)
         return f.id, name
 
-    async def container(self, channel: str, model: str, platform: str,
-                        user_id: str | None) -> tuple[str, bool]:
+    async def container(self, channel: str, model: str) -> tuple[str, bool]:
         """The channel's container id, made with the files and the font when there is none;
         (id, whether it was made now)."""
         got = await self.store.conversation_id(channel, CONTAINER)
@@ -109,11 +108,10 @@ class ResponsesBackend(Backend):
         log.info("assistant: container %s for %s", c.id, channel)
         return c.id, True
 
-    async def place(self, channel: str, f: WorkspaceFile, req_model: str, platform: str,
-                    user_id: str | None) -> None:
+    async def place(self, channel: str, f: WorkspaceFile, model: str) -> None:
         """Copy the file into the channel's container (re-made if it expired)."""
         for attempt in range(2):
-            cid, made = await self.container(channel, req_model, platform, user_id)
+            cid, made = await self.container(channel, model)
             if made:
                 return  # made with every workspace file, this one included
             try:
@@ -122,7 +120,7 @@ class ResponsesBackend(Backend):
                 if attempt == 0 and gone(e, "container"):
                     await self.store.set_conversation_id(channel, CONTAINER, None)
                     continue
-                raise translate(e, req_model) from e
+                raise translate(e, model) from e
             await self.store.set_container_file(channel, f.id, cf.id, cf.path)
             return
 
@@ -178,9 +176,9 @@ class ResponsesBackend(Backend):
         """Create the streamed background response; (stream, container id)."""
         conv, _ = await asyncio.gather(
             self.conversation(req),
-            self.container(req.channel, req.model, req.platform, req.user_id))
+            self.container(req.channel, req.model))
         for attempt in range(3):
-            cid, _ = await self.container(req.channel, req.model, req.platform, req.user_id)
+            cid, _ = await self.container(req.channel, req.model)
             files = await self.store.workspace_files(req.channel)
             vs_id = await self.store.conversation_id(req.channel, "vector_store")
             search = bool(vs_id) and any(f.searchable for f in files)

@@ -187,8 +187,7 @@ async def run(ctx: Context, text: str, *, code: bool = False, stored: str | None
     content = user_content(ctx.inbound, text)
     status = Status(ctx.reply)
     request = RunRequest(
-        channel=ctx.channel, platform=ctx.inbound.channel.platform,
-        user_id=ctx.inbound.author.id, text=content, persona=persona, model=model,
+        channel=ctx.channel, text=content, persona=persona, model=model,
         history=lambda: history(ctx, persona), progress=status.set, code=code)
     result: RunResult | None = None
     try:
@@ -262,7 +261,7 @@ async def ingest(ctx: Context, attachments: list[Attachment]) -> tuple[list[str]
                 data = await att.read()
                 record = await assistant.add(
                     ctx.channel, att.filename, data, att.mime, model=model,
-                    platform=ctx.inbound.channel.platform, author_id=ctx.inbound.author.id,
+                    author_id=ctx.inbound.author.id,
                     author_name=ctx.inbound.author.name)
             added.append(record.name)
         except Unsupported:
