@@ -24,6 +24,7 @@ logic, the downloads, the upload of the photo - is counted.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import statistics
@@ -114,5 +115,11 @@ async def main(n: int) -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("iterations", nargs="?", type=int, default=20,
+                        help="round trips to time per case (default: 20)")
+    iterations = parser.parse_args().iterations
     common.CONFIG += '\n[assistant]\nbackend = "responses"\n'
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 20))
+    asyncio.run(main(iterations))
