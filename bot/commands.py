@@ -158,6 +158,8 @@ class CommandSpec:
     requires: str = ""  # a Capabilities flag the platform must have (e.g. "start_command")
     hidden: bool = False
     subcommands: tuple[Subcommand, ...] = ()
+    # handled on arrival, not queued behind the channel's message in progress (/cancel)
+    immediate: bool = False
 
     def usage(self) -> str:
         """One line for help texts: `/name <required> [optional]` or `/name a|b|c`."""
@@ -217,6 +219,7 @@ def command(
     admin_in_groups: bool = False,
     requires: str = "",
     hidden: bool = False,
+    immediate: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Attach a CommandSpec to a handler; the docstring's first line is its description.
 
@@ -245,6 +248,7 @@ def command(
             requires=requires,
             hidden=hidden,
             subcommands=subs,
+            immediate=immediate,
         )
         fn.spec = spec  # type: ignore[attr-defined]
         return fn

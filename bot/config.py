@@ -102,6 +102,27 @@ class VoiceSection:
     translate_model: str = "whisper-1"
 
 
+DEFAULT_FILE_TYPES = (
+    "csv", "tsv", "xlsx", "xls", "json", "jsonl", "txt", "md", "pdf", "docx", "pptx", "html",
+    "xml", "yaml", "yml", "tex", "log", "py", "js", "ts", "java", "c", "cpp", "h", "cs",
+    "go", "rb", "php", "sh", "sql", "css", "rs", "kt", "swift", "r", "ipynb", "zip",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantSection:
+    """Files, code interpreter and file search: one workspace and conversation per chat."""
+
+    backend: str = "responses"
+    model: str = ""
+    run_timeout: float = 300.0
+    max_file_mb: int = 20
+    allowed_types: tuple[str, ...] = DEFAULT_FILE_TYPES
+    file_ttl_days: int = 30
+    cjk_font: str = "auto"
+    container_minutes: int = 20
+
+
 @dataclass(frozen=True, slots=True)
 class AccessSection:
     """Who may use the bot; empty lists mean everyone. Ids are platform:id or bare ids."""
@@ -182,6 +203,7 @@ class Config:
     vision: VisionSection = field(default_factory=VisionSection)
     images: ImagesSection = field(default_factory=ImagesSection)
     voice: VoiceSection = field(default_factory=VoiceSection)
+    assistant: AssistantSection = field(default_factory=AssistantSection)
     access: AccessSection = field(default_factory=AccessSection)
     storage: StorageSection = field(default_factory=StorageSection)
     telegram: TelegramSection = field(default_factory=TelegramSection)
@@ -212,6 +234,7 @@ _CHOICES = {
     ("images", "quality"): ("auto", "low", "medium", "high", "standard", "hd"),
     ("voice", "reply_voice"): ("auto", "always", "never"),
     ("voice", "show_transcript"): ("quote", "message", "off"),
+    ("assistant", "backend"): ("responses", "assistants"),
 }
 # (lowest, highest) allowed; None = no bound. A float lowest of 0.0 means "more than 0".
 _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
@@ -230,6 +253,10 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("voice", "chunk_minutes"): (1, None),
     ("telegram", "poll_timeout"): (0, None),
     ("telegram", "album_wait"): (0, 60),
+    ("assistant", "run_timeout"): (1, None),
+    ("assistant", "max_file_mb"): (1, 512),
+    ("assistant", "file_ttl_days"): (1, None),
+    ("assistant", "container_minutes"): (1, 20),
 }
 # what the Images API takes (exact sizes are checked per model when /draw runs)
 _IMAGE_SIZE_RE = re.compile(r"^(auto|square|landscape|portrait|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
@@ -382,6 +409,7 @@ def _validate(config: Config) -> None:
     if not _IMAGE_SIZE_RE.match(config.images.size):
         raise ConfigError("config: images.size must be auto, square, landscape, portrait or "
                           f"WIDTHxHEIGHT such as 1024x1024 (got {config.images.size!r})")
+    _validate_assistant(config.assistant)
     if not config.secrets.telegram_api_url.startswith(("http://", "https://")):
         raise ConfigError("TELEGRAM_API_URL must start with http:// or https://")
     _validate_webhook(config.telegram)
@@ -441,3 +469,13 @@ def _validate_usage(config: Config) -> None:
             load_override(config.usage.prices)
         except (ValueError, OSError) as e:
             raise ConfigError(f"config: usage.prices: {e}") from None
+def _validate_assistant(a: AssistantSection) -> None:
+    """File types are bare lower-case extensions; a configured font must exist (numbers
+    are range-checked with the others, in _RANGES)."""
+    for ext in a.allowed_types:
+        if not ext or not ext.replace("_", "").isalnum() or ext != ext.lower():
+            raise ConfigError(f"config: assistant.allowed_types: {ext!r} is not a lower-case "
+                              "file extension without the dot")
+    if a.cjk_font not in ("", "auto") and not Path(a.cjk_font).is_file():
+        raise ConfigError(f"config: assistant.cjk_font: no such file {a.cjk_font!r} "
+                          '(use "auto" to find one, or "" for none)')

@@ -55,6 +55,7 @@ class Router:
         self.commands = CommandTable([spec_of(h) for h in registry.commands], config)
         self._queues: dict[str, deque[tuple[Inbound, Replier]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._immediate: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._refused: OrderedDict[str, None] = OrderedDict()
@@ -67,6 +68,13 @@ class Router:
             log.info("shutting down; dropping message %s", inbound.id)
             return
         self.received += 1
+        if self._is_immediate(inbound):
+            # e.g. /cancel: it must not wait behind the run it is meant to stop
+            task = asyncio.create_task(self.handle(inbound, replier), name="immediate")
+            self._immediate.add(task)
+            self._idle.clear()
+            task.add_done_callback(self._immediate_done)
+            return
         key = str(inbound.channel)
         queue = self._queues.get(key)
         if queue is None:
@@ -75,6 +83,18 @@ class Router:
         self._idle.clear()
         if key not in self._workers:
             self._workers[key] = asyncio.create_task(self._work(key), name=f"channel {key}")
+
+    def _is_immediate(self, inbound: Inbound) -> bool:
+        call = inbound.command
+        if call is None or call.unknown or call.error:
+            return False
+        spec = self.commands.by_name.get(call.name)
+        return spec is not None and spec.immediate
+
+    def _immediate_done(self, task: asyncio.Task[None]) -> None:
+        self._immediate.discard(task)
+        if not self._workers and not self._immediate:
+            self._idle.set()
 
     async def _work(self, key: str) -> None:
         queue = self._queues[key]
@@ -88,7 +108,7 @@ class Router:
         finally:
             del self._workers[key]
             del self._queues[key]
-            if not self._workers:
+            if not self._workers and not self._immediate:
                 self._idle.set()
 
     async def wait_idle(self, timeout: float | None = None) -> None:
@@ -102,7 +122,7 @@ class Router:
             await self.wait_idle(timeout)
         except TimeoutError:
             log.warning("shutdown: %d channels still busy; cancelling", len(self._workers))
-            for task in list(self._workers.values()):
+            for task in [*self._workers.values(), *self._immediate]:
                 task.cancel()
 
     def allowed(self, inbound: Inbound) -> bool:

@@ -167,6 +167,27 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (scope, key, period)
     ) WITHOUT ROWID;
     """ + _ROLLUP_FROM_RAW,
+    # 4: assistant workspaces: a channel's files on the AI server; the context marker a
+    # remote conversation was started at (so /reset starts a new one)
+    """
+    CREATE TABLE workspace_files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mime TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        searchable INTEGER NOT NULL DEFAULT 0,
+        container_file_id TEXT,
+        container_path TEXT,
+        author_id TEXT,
+        author_name TEXT,
+        created REAL NOT NULL
+    );
+    CREATE INDEX workspace_files_channel ON workspace_files (channel, id);
+    CREATE INDEX workspace_files_created ON workspace_files (created);
+    ALTER TABLE conversations ADD COLUMN anchor INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -197,6 +218,24 @@ class StoredImage:
     tokens: int
     source: str
     data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceFile:
+    """A file a user added to a channel's assistant workspace (stored on the AI server)."""
+
+    id: int
+    channel: str
+    name: str
+    size: int
+    mime: str
+    remote_id: str
+    searchable: bool
+    container_file_id: str | None
+    container_path: str | None
+    author_id: str | None
+    author_name: str | None
+    created: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +309,12 @@ class Store:
         # a second, read-only connection for long report queries (admin /usage all, CSV
         # exports): WAL lets it read while the main one keeps serving messages
         self._reports: aiosqlite.Connection | None = None
+        # channels known to have an empty assistant workspace (asked on every message)
+        self._no_workspace: set[str] = set()
+        # remote ids and workspaces are read several times per assistant run and written
+        # only through this object: write-through LRUs save a thread hop per read
+        self._remote: OrderedDict[tuple[str, str], tuple[str, int] | None] = OrderedDict()
+        self._workspaces: OrderedDict[str, list[WorkspaceFile]] = OrderedDict()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -633,22 +678,133 @@ class Store:
 
     async def conversation_id(self, channel: str, kind: str) -> str | None:
         """A remote conversation/thread id kept for this channel (assistants, responses)."""
-        cur = await self.db.execute(
-            "SELECT remote_id FROM conversations WHERE channel = ? AND kind = ?", (channel, kind)
-        )
-        row = await cur.fetchone()
-        return str(row[0]) if row else None
+        got = await self.conversation(channel, kind)
+        return got[0] if got else None
 
-    async def set_conversation_id(self, channel: str, kind: str, remote_id: str | None) -> None:
-        """Remember (or with None, forget) a remote conversation id."""
+    async def set_conversation_id(self, channel: str, kind: str, remote_id: str | None,
+                                  *, anchor: int = 0) -> None:
+        """Remember (or with None, forget) a remote conversation id; `anchor` is the history
+        marker it was started at."""
         if remote_id is None:
             await self.db.execute(
                 "DELETE FROM conversations WHERE channel = ? AND kind = ?", (channel, kind)
             )
         else:
             await self.db.execute(
-                "INSERT INTO conversations (channel, kind, remote_id, updated) VALUES (?,?,?,?)"
-                " ON CONFLICT (channel, kind) DO UPDATE SET remote_id = excluded.remote_id,"
-                " updated = excluded.updated",
-                (channel, kind, remote_id, time.time()),
+                "INSERT INTO conversations (channel, kind, remote_id, updated, anchor)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (channel, kind) DO UPDATE SET"
+                " remote_id = excluded.remote_id, updated = excluded.updated,"
+                " anchor = excluded.anchor",
+                (channel, kind, remote_id, time.time(), anchor),
             )
+        self._remember_remote((channel, kind), None if remote_id is None else (remote_id, anchor))
+
+    async def conversation(self, channel: str, kind: str) -> tuple[str, int] | None:
+        """(remote id, anchor) of a remote conversation kept for this channel."""
+        key = (channel, kind)
+        if key in self._remote:
+            self._remote.move_to_end(key)
+            return self._remote[key]
+        cur = await self.db.execute(
+            "SELECT remote_id, anchor FROM conversations WHERE channel = ? AND kind = ?",
+            (channel, kind))
+        row = await cur.fetchone()
+        value = (str(row[0]), int(row[1])) if row else None
+        self._remember_remote(key, value)
+        return value
+
+    def _remember_remote(self, key: tuple[str, str], value: tuple[str, int] | None) -> None:
+        self._remote[key] = value
+        self._remote.move_to_end(key)
+        if len(self._remote) > self._settings_cap * 4:
+            self._remote.popitem(last=False)
+
+    async def forget_conversations(self, channel: str, prefix: str) -> None:
+        """Drop every remote id of a channel whose kind starts with `prefix`."""
+        await self.db.execute(
+            "DELETE FROM conversations WHERE channel = ? AND substr(kind, 1, ?) = ?",
+            (channel, len(prefix), prefix))
+        for key in [k for k in self._remote if k[0] == channel and k[1].startswith(prefix)]:
+            del self._remote[key]
+
+    async def context_marker(self, channel: str) -> int:
+        """The channel's current /reset marker (0 before the first /reset)."""
+        return await self._context_start(channel)
+
+    # --- assistant workspaces ------------------------------------------------------------
+
+    _WS_COLUMNS = ("id, channel, name, size, mime, remote_id, searchable, container_file_id,"
+                   " container_path, author_id, author_name, created")
+
+    async def add_workspace_file(
+        self, channel: str, name: str, size: int, mime: str, remote_id: str, *,
+        searchable: bool = False, container_file_id: str | None = None,
+        container_path: str | None = None, author_id: str | None = None,
+        author_name: str | None = None,
+    ) -> WorkspaceFile:
+        """Record a file uploaded to the AI server for this channel."""
+        created = time.time()
+        cur = await self.db.execute(
+            "INSERT INTO workspace_files (channel, name, size, mime, remote_id, searchable,"
+            " container_file_id, container_path, author_id, author_name, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (channel, name, size, mime, remote_id, int(searchable), container_file_id,
+             container_path, author_id, author_name, created))
+        self._no_workspace.discard(channel)
+        self._workspaces.pop(channel, None)
+        return WorkspaceFile(int(cur.lastrowid or 0), channel, name, size, mime, remote_id,
+                             searchable, container_file_id, container_path, author_id,
+                             author_name, created)
+
+    async def workspace_files(self, channel: str) -> list[WorkspaceFile]:
+        """A channel's workspace, oldest first (cached; treat it as read-only)."""
+        cached = self._workspaces.get(channel)
+        if cached is not None:
+            self._workspaces.move_to_end(channel)
+            return cached
+        rows = await self.db.execute_fetchall(
+            f"SELECT {self._WS_COLUMNS} FROM workspace_files WHERE channel = ? ORDER BY id",
+            (channel,))
+        files = [_workspace_file(r) for r in rows]
+        self._workspaces[channel] = files
+        if len(self._workspaces) > self._settings_cap:
+            self._workspaces.popitem(last=False)
+        return files
+
+    async def has_workspace(self, channel: str) -> bool:
+        """Whether the channel's workspace holds files (asked on every chat message)."""
+        if channel in self._no_workspace:
+            return False
+        if await self.workspace_files(channel):
+            return True
+        if len(self._no_workspace) > 100_000:
+            self._no_workspace.clear()
+        self._no_workspace.add(channel)
+        return False
+
+    async def set_container_file(self, channel: str, file_id: int,
+                                 container_file_id: str | None,
+                                 container_path: str | None) -> None:
+        """Where a workspace file now lives in the channel's code-interpreter container."""
+        await self.db.execute(
+            "UPDATE workspace_files SET container_file_id = ?, container_path = ?"
+            " WHERE id = ?", (container_file_id, container_path, file_id))
+        self._workspaces.pop(channel, None)
+
+    async def remove_workspace_file(self, channel: str, file_id: int) -> None:
+        """Forget one workspace file (the caller deleted it on the server)."""
+        await self.db.execute("DELETE FROM workspace_files WHERE id = ?", (file_id,))
+        self._workspaces.pop(channel, None)
+
+    async def workspace_files_before(self, created: float, limit: int = 500
+                                     ) -> list[WorkspaceFile]:
+        """Workspace files of every channel added before a time (for expiry)."""
+        rows = await self.db.execute_fetchall(
+            f"SELECT {self._WS_COLUMNS} FROM workspace_files WHERE created < ?"
+            " ORDER BY created LIMIT ?", (created, limit))
+        return [_workspace_file(r) for r in rows]
+
+
+def _workspace_file(r: Any) -> WorkspaceFile:
+    return WorkspaceFile(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], bool(r[6]), r[7], r[8],
+                         r[9], r[10], float(r[11]))

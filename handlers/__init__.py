@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.router import Registry
-from handlers import admin, chat, images, speech, usage, vision, voice
+from handlers import admin, assistant, chat, images, speech, usage, vision, voice
 
 
 def registry() -> Registry:
@@ -13,10 +13,12 @@ def registry() -> Registry:
                   admin.model_cmd, vision.detail_cmd, images.draw_cmd, images.edit_cmd,
                   images.variation_cmd,
                   voice.translate_cmd, speech.say_cmd, speech.voice_cmd,
+                  assistant.code_cmd, assistant.files_cmd, assistant.cancel_cmd,
                   admin.whoami_cmd, chat.image_cmd, chat.audio_cmd, chat.file_cmd,
                   usage.usage_cmd, usage.budget_cmd],
         messages=[(voice.wants_audio, voice.voice_message),
+                  (assistant.wants_document, assistant.document),
                   (vision.wants_images, speech.spoken(vision.vision)),
-                  (chat.wants_text, speech.spoken(chat.chat))],
+                  (chat.wants_text, assistant.with_workspace(speech.spoken(chat.chat)))],
         passive=chat.record,
     )

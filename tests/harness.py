@@ -216,7 +216,9 @@ class ConsoleDriver(Driver):
 
                 pytest.skip("the console attaches one file per line")
             f = files[0]
-            path = self.db_path.parent / f"upload-{len(self.out.entries)}-{f.filename}"
+            # a folder per upload keeps the file's own name (the bot shows and uses it)
+            path = self.db_path.parent / f"upload-{len(self.out.entries)}" / f.filename
+            path.parent.mkdir(exist_ok=True)
             path.write_bytes(f.data)
             verb = {"photo": "/image", "voice": "/voice", "audio": "/audio"}.get(f.kind, "/file")
             if f.kind == "document" and f.mime.startswith("image/"):

@@ -94,6 +94,9 @@ SAMPLE_RATE = 24_000
 Json = dict[str, Any]
 _BODY = web.RequestKey("fake_openai_body", object)
 
+# Local servers have none of the files / code / assistants endpoints
+_NO_ASSISTANT = ("/files", "/containers", "/vector_stores", "/conversations", "/assistants",
+                 "/threads")
 # Local server profiles: the model each serves by default and what each one's OpenAI
 # layer lacks (answered 404 in that server's own style).
 PROFILES: dict[str, Json] = {
@@ -101,14 +104,14 @@ PROFILES: dict[str, Json] = {
     # llama-server: one model, whatever name is asked for; /props; no Responses, Images
     # or audio API; embeddings only when started with --embeddings (off here)
     "llama.cpp": {"models": ("gemma-3-270m-it-Q8_0.gguf",), "style": "llamacpp",
-                  "missing": ("/responses", "/images", "/audio")},
+                  "missing": ("/responses", "/images", "/audio", *_NO_ASSISTANT)},
     # Ollama's OpenAI compatibility layer (/v1/chat/completions, /v1/models,
     # /v1/embeddings) plus its native /api/show and /api/version
     "ollama": {"models": ("llama3.2:latest", "nomic-embed-text:latest"), "style": "ollama",
-               "missing": ("/responses", "/images", "/audio")},
+               "missing": ("/responses", "/images", "/audio", *_NO_ASSISTANT)},
     # vLLM's OpenAI server for a generative model: /v1/models with max_model_len
     "vllm": {"models": ("Qwen/Qwen2.5-1.5B-Instruct",), "style": "fastapi",
-             "missing": ("/responses", "/images", "/audio", "/embeddings")},
+             "missing": ("/responses", "/images", "/audio", "/embeddings", *_NO_ASSISTANT)},
 }
 _LOCAL_PIECES = re.compile(r"[A-Za-z]+|\d|\n|[^\sA-Za-z\d]|\s+")
 
@@ -663,6 +666,10 @@ class FakeOpenAI:
             self._routes[("POST", "/api/show")] = self._ollama_show
         for prefix in PROFILES[profile].get("missing", ()):
             self.disable(prefix, style=PROFILES[profile]["style"])
+        # files, containers, vector stores, conversations, responses, assistants
+        from tests.fakes.openai_assistant import AssistantAPI
+
+        self.assistant = AssistantAPI(self)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -681,6 +688,7 @@ class FakeOpenAI:
     async def stop(self) -> None:
         """Release hanging requests and shut the server down."""
         self._stopping.set()
+        await self.assistant.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -800,6 +808,8 @@ class FakeOpenAI:
             handler = self._routes.get((request.method, path))
             if handler is None and request.method == "GET" and path.startswith("/v1/models/"):
                 handler = self._get_model
+            if handler is None:
+                handler = self.assistant.route(request.method, path)
             await self._record_raw(request)
             if self.profile != "openai":  # local servers run without a key by default
                 if handler is None:

@@ -63,6 +63,11 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[models]\nchat = ''\n", "models.chat must name a model"),
         ("[chat]\ntokenizer = 'gpt2'\n", "chat.tokenizer must be one of"),
         ("[bot]\nrecord_unaddressed = 'yes'\n", "bot.record_unaddressed must be true or false"),
+        ("[assistant]\nbackend = 'threads'\n", "assistant.backend must be one of"),
+        ("[assistant]\nmax_file_mb = 0\n", "assistant.max_file_mb must be between"),
+        ("[assistant]\ncjk_font = '/no/such.ttc'\n", "assistant.cjk_font: no such file"),
+        ("[assistant]\nallowed_types = ['.CSV']\n", "assistant.allowed_types"),
+        ("[assistant]\ncontainer_minutes = 60\n", "assistant.container_minutes"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
