@@ -803,7 +803,7 @@ class Store:
         return added
 
     async def memory_search(self, channel: str, vector: bytes, dims: int, *, before: int,
-                            k: int, candidates: int = 40) -> list[Recalled]:
+                            k: int, candidates: int = 16) -> list[Recalled]:
         """This channel's k stored turns (ids < before, since the last /forget) nearest to
         a float32 vector: hamming-distance candidates from the sqlite-vec index, re-ranked
         by exact cosine distance."""
@@ -818,7 +818,7 @@ class Store:
             " vec_distance_cosine(v.vector, vec_f32(?1)) AS d"
             " FROM candidates c JOIN memory_vectors v ON v.turn_id = c.id"
             " JOIN turns t ON t.id = c.id ORDER BY d LIMIT ?5",
-            (vector, max(candidates, k), channel, before, k))
+            (vector, max(candidates, 4 * k), channel, before, k))
         return [Recalled(int(r[0]), r[1], r[2], r[3], int(r[4]), float(r[5]), float(r[6]))
                 for r in rows]
 

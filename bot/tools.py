@@ -220,8 +220,7 @@ def make_tool(fn: ToolFn, *, name: str | None = None, status: str | None = None)
         schema, ok = _schema_of(hint)
         strict = strict and ok
         if param.default is not inspect.Parameter.empty:
-            if param.default is not None:
-                defaults[pname] = param.default
+            defaults[pname] = param.default
             if not _nullable(hint):
                 # strict mode wants every property required: optional means nullable
                 hint = hint | None

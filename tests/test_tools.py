@@ -189,6 +189,23 @@ async def test_status_line_shows_while_a_tool_runs(chat: Driver) -> None:
     assert final.text == "results: facts about owls"
 
 
+async def test_draw_tool_sends_the_picture(chat: Driver) -> None:
+    chat.openai.reply_tool_calls([("draw", {"prompt": "a red fox", "size": "landscape"})])
+    chat.openai.reply_fn(answer_with_results)
+    before = len(chat.replies())
+    await chat.send_text("draw me a fox")
+    await chat.settle()
+    sent = chat.replies()[before:]
+    files = [f for r in sent for f in r.files]
+    assert len(files) == 1 and files[0].data[:4] == b"\x89PNG"
+    assert sent[-1].text.startswith("results: The picture was drawn")
+    generation = chat.openai.requests_to("/images/generations")[-1].json
+    assert generation["prompt"] == "a red fox" and generation["size"] == "1536x1024"
+    assert chat.app is not None  # kept for "/edit make it bluer"
+    rows = await chat.app.store.db.execute_fetchall("SELECT source FROM images")
+    assert [r[0] for r in rows] == ["generated"]
+
+
 # --------------------------------------------------------------------------- fetch_url
 
 FETCH = '[tools]\nenabled = ["fetch_url"]\n'
@@ -233,6 +250,9 @@ async def fetch(chat: Driver, url: str) -> str:
 async def test_fetch_url_refuses_internal_addresses(chat: Driver, site: str) -> None:
     out = await fetch(chat, f"{site}/page")
     assert out.startswith("error: refused: 127.0.0.1 resolves to a non-public address")
+    port = site.rsplit(":", 1)[1]
+    assert (await fetch(chat, f"http://localhost:{port}/page")).startswith(
+        "error: refused: localhost resolves to a non-public address")
     assert (await fetch(chat, "http://10.0.0.1/")).startswith("error: refused: 10.0.0.1")
     assert (await fetch(chat, "http://169.254.169.254/latest/meta-data/")).startswith(
         "error: refused: 169.254.169.254")
