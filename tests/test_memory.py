@@ -19,11 +19,11 @@ QUESTION = "what is my locker code at the gym?"
 
 
 def recalled(body: dict) -> str:
-    """The recall block of a request ('' when none)."""
-    for m in body["messages"]:
-        if m["role"] == "system" and m["content"].startswith(RECALL_HEADER):
-            return str(m["content"])
-    return ""
+    """The recall block of a request ('' when none): the end of the system prompt."""
+    system = body["messages"][0]
+    assert system["role"] == "system"
+    _, found, block = str(system["content"]).partition(RECALL_HEADER)
+    return found + block
 
 
 async def embedded(chat: Driver, at_least: int, timeout: float = 30.0) -> None:
@@ -55,12 +55,10 @@ async def test_fact_from_200_messages_ago_is_recalled(chat: Driver) -> None:
     kw = {"group": True, "mention": True} if group else {}
     await chat.ask(QUESTION, **kw)
     body = chat.openai.chat_requests[-1]
-    history = " ".join(str(m["content"]) for m in body["messages"][1:]
-                       if not str(m["content"]).startswith(RECALL_HEADER))
+    history = " ".join(str(m["content"]) for m in body["messages"][1:])
     assert "7391" not in history  # far outside the history window
     block = recalled(body)
     assert "7391" in block and "filler" not in block.split("\n")[1]
-    assert body["messages"][1]["content"] == block  # right after the system prompt
 
 
 async def test_search_finds_and_forget_erases_but_reset_does_not(chat: Driver) -> None:
