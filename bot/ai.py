@@ -924,6 +924,10 @@ class AI(MediaAI):
             await charge.done(usage)
         return text, usage.input_tokens, usage.output_tokens, usage.estimated
 
+    def rejected_options(self, model: str) -> set[str]:
+        """Request options (seed, temperature) the server refused for a model."""
+        return set(self._rejected_options.get(model, ()))
+
     async def embed_vectors(self, model: str, texts: list[str], *,
                             dimensions: int | None = None) -> list[bytes]:
         """Embeddings as float32 little-endian bytes (base64 on the wire, never a list of

@@ -444,10 +444,12 @@ async def fetch_url(ctx: Context, url: str) -> str:
                     ctype = r.content_type or ""
                     if ctype and not ctype.startswith(_TEXT_TYPES):
                         raise ToolError(f"not a text page ({ctype})")
-                    declared = r.content_length
-                    if declared is not None and declared > limit:
-                        raise ToolError(f"the page is larger than {cfg.fetch_max_mb:g} MB")
-                    body = await r.content.read(limit + 1)
+                    # a larger page is read up to the limit and marked as truncated
+                    body = b""
+                    async for chunk in r.content.iter_chunked(64 * 1024):
+                        body += chunk
+                        if len(body) > limit:
+                            break
                     truncated = len(body) > limit
                     text = readable_text(body[:limit], ctype, r.charset)
             except TimeoutError:

@@ -212,7 +212,7 @@ async def temperature_cmd(ctx: Context) -> None:
     await ctx.store.set_setting(ctx.channel, "temperature", value)
     model = await chat_model(ctx)
     note = ""
-    if "temperature" in ctx.ai._rejected_options.get(model, set()):
+    if "temperature" in ctx.ai.rejected_options(model):
         note = f" (`{model}` accepts only its default, so it is not sent to it)"
     await ctx.reply.reply_long(f"Temperature for this chat: `{value:g}`{note}.")
 
@@ -230,7 +230,7 @@ async def info_cmd(ctx: Context) -> None:
     first_line = next((line.strip() for line in persona.splitlines() if line.strip()), "")
     if len(first_line) > 120:
         first_line = first_line[:119] + "…"
-    rejected = ctx.ai._rejected_options.get(model, set())
+    rejected = ctx.ai.rejected_options(model)
     seed = settings.get("seed")
     temperature = settings.get("temperature")
     registry = tools.registry_for(cfg)

@@ -209,7 +209,7 @@ async def test_draw_tool_sends_the_picture(chat: Driver) -> None:
 # --------------------------------------------------------------------------- fetch_url
 
 FETCH = '[tools]\nenabled = ["fetch_url"]\n'
-FETCH_LOOPBACK = FETCH + "fetch_allow_loopback = true\n"
+FETCH_LOOPBACK = FETCH + "fetch_allow_loopback = true\nfetch_max_mb = 0.05\n"
 
 
 @pytest.fixture
@@ -225,8 +225,14 @@ async def site() -> AsyncIterator[str]:
             raise web.HTTPFound(to)
         return handler
 
+    async def big(_: web.Request) -> web.Response:
+        filler = "x" * 200_000
+        return web.Response(text=f"<p>start</p><script>{filler}</script><p>END</p>",
+                            content_type="text/html")
+
     app = web.Application()
     app.router.add_get("/page", page)
+    app.router.add_get("/big", big)
     app.router.add_get("/to-private", redirect("http://10.0.0.1/admin"))
     app.router.add_get("/to-metadata", redirect("http://169.254.169.254/latest/meta-data/"))
     app.router.add_get("/to-page", redirect("/page"))
@@ -270,6 +276,8 @@ async def test_fetch_url_reads_pages_and_refuses_redirects_inside(chat: Driver,
     assert (await fetch(chat, f"{site}/to-private")).startswith("error: refused: 10.0.0.1")
     assert (await fetch(chat, f"{site}/to-metadata")).startswith(
         "error: refused: 169.254.169.254")
+    big = await fetch(chat, f"{site}/big")  # 200 KB page, 50 KB limit
+    assert "start" in big and "END" not in big and big.endswith("[…truncated]")
 
 
 async def test_fetch_url_is_off_by_default(chat: Driver) -> None:
