@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
 from bot import tools
 from bot.builtin_tools import address_allowed, calculate, evaluate, format_number
+from bot.config import ConfigError, load_config
 from bot.context import Context
 from bot.tools import ToolCall, ToolError, make_tool
 
@@ -124,3 +127,23 @@ def test_fetch_address_rules(ip: str, allowed: bool) -> None:
 def test_loopback_only_with_the_test_setting() -> None:
     assert address_allowed("127.0.0.1", allow_loopback=True)
     assert not address_allowed("10.0.0.1", allow_loopback=True)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[tools]\nenabled = ["calculate", "shell"]\n', "tools.enabled: unknown tool 'shell'"),
+    ("[tools]\nmax_rounds = 50\n", "tools.max_rounds"),
+    ("[tools]\ntimeout = 0\n", "tools.timeout"),
+    ("[memory]\ndimensions = 100\n", "memory.dimensions"),
+    ("[memory]\nrecall_k = -1\n", "memory.recall_k"),
+    ("[memory]\nenabled = 1\n", "memory.enabled must be a bool"),
+])
+def test_config_names_the_bad_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path, env={"OPENAI_API_KEY": "x"})
+
+
+def test_shipped_config_toml_loads() -> None:
+    config = load_config(Path(__file__).parents[2] / "config.toml", env={"OPENAI_API_KEY": "x"})
+    assert "fetch_url" not in config.tools.enabled and config.memory.enabled
