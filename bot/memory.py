@@ -275,6 +275,8 @@ async def recall_message(ctx: Context, current: str, turns: list[Turn],
         return None, 0
     memory.notify()
     before = turns[0].id if turns else 1 << 62
+    if not await ctx.store.memory_has_older(ctx.channel, before):
+        return None, 0
     try:
         hits = await memory.search(ctx.channel, current, k=k, before=before,
                                    timeout=ctx.config.memory.recall_timeout)

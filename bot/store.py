@@ -845,6 +845,14 @@ class Store:
             raise
         return max(cur.rowcount, 0)
 
+    async def memory_has_older(self, channel: str, before: int) -> bool:
+        """Whether any turn of the channel older than `before` is embedded (one index seek:
+        without one, recall would cost an embeddings request for nothing)."""
+        rows = await self.db.execute_fetchall(
+            "SELECT 1 FROM memory_vectors WHERE channel = ? AND turn_id < ? LIMIT 1",
+            (channel, before))
+        return bool(rows)
+
     async def memory_count(self, channel: str) -> int:
         """How many of a channel's turns are embedded."""
         rows = await self.db.execute_fetchall(

@@ -77,6 +77,7 @@ async def test_temperature_left_out_for_models_that_reject_it(chat: Driver) -> N
     assert "not accepted by this model" in await chat.ask("/info")
 
 
+@pytest.mark.parametrize("config_text", ["[memory]\nenabled = true\n"])
 async def test_info_shows_settings_and_the_last_answer(chat: Driver) -> None:
     chat.openai.system_fingerprint = "fp_info_test"
     await chat.ask("/seed 7")

@@ -13,7 +13,8 @@ from tests.harness import BOB, Driver, wait_for
 
 pytestmark = pytest.mark.usefixtures("chat")
 
-SMALL_WINDOW = "[chat]\nhistory_tokens = 400\n"
+MEMORY = "[memory]\nenabled = true\n"
+SMALL_WINDOW = "[chat]\nhistory_tokens = 400\n" + MEMORY
 FACT = "my locker code at the gym is 7391"
 QUESTION = "what is my locker code at the gym?"
 
@@ -61,6 +62,12 @@ async def test_fact_from_200_messages_ago_is_recalled(chat: Driver) -> None:
     assert "7391" in block and "filler" not in block.split("\n")[1]
 
 
+@pytest.fixture
+def config_text() -> str:
+    """Memory on (the harness turns it off for other tests)."""
+    return MEMORY
+
+
 async def test_search_finds_and_forget_erases_but_reset_does_not(chat: Driver) -> None:
     await chat.ask(FACT)
     await chat.ask("the weather is nice today")
@@ -84,7 +91,8 @@ async def test_memory_is_per_chat(chat: Driver) -> None:
     assert "7391" not in answer
 
 
-@pytest.mark.parametrize("config_text", [SMALL_WINDOW + "[memory]\nrecall_timeout = 0.3\n"])
+@pytest.mark.parametrize("config_text", ["[chat]\nhistory_tokens = 100\n" + MEMORY
+                                         + "recall_timeout = 0.3\n"])
 async def test_embeddings_down_or_slow_never_hold_up_answers(chat: Driver) -> None:
     chat.openai.fail_next(500, path="/embeddings", times=1000)
     assert await chat.ask("hello while embeddings fail") == "echo: hello while embeddings fail"
@@ -93,8 +101,13 @@ async def test_embeddings_down_or_slow_never_hold_up_answers(chat: Driver) -> No
     chat.openai._failures.clear()
     chat.app.memory._down_until = 0.0  # the service is back: don't wait out the backoff
     await embedded(chat, 2)  # the backlog is embedded later
+    await chat.ask("a second message to push the first out of the window")
+    await embedded(chat, 4)
     chat.openai.hang_next(path="/embeddings")
+    asked = len(chat.openai.requests_to("/embeddings"))
     assert await chat.ask("hello while embeddings hang") == "echo: hello while embeddings hang"
+    # an embeddings request was made and hangs; the answer did not wait for it
+    assert len(chat.openai.requests_to("/embeddings")) > asked
 
 
 async def test_server_without_embeddings_turns_memory_off(
