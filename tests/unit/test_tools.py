@@ -135,7 +135,7 @@ def test_loopback_only_with_the_test_setting() -> None:
     ("[tools]\ntimeout = 0\n", "tools.timeout"),
     ("[memory]\ndimensions = 100\n", "memory.dimensions"),
     ("[memory]\nrecall_k = -1\n", "memory.recall_k"),
-    ("[memory]\nenabled = 1\n", "memory.enabled must be a bool"),
+    ("[memory]\nenabled = 1\n", "memory.enabled must be true or false"),
 ])
 def test_config_names_the_bad_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "config.toml"
@@ -145,5 +145,6 @@ def test_config_names_the_bad_key(tmp_path: Path, text: str, message: str) -> No
 
 
 def test_shipped_config_toml_loads() -> None:
-    config = load_config(Path(__file__).parents[2] / "config.toml", env={"OPENAI_API_KEY": "x"})
+    shipped = Path(__file__).parents[2] / "bot" / "config.toml"
+    config = load_config(shipped, env={"OPENAI_API_KEY": "x"})
     assert "fetch_url" not in config.tools.enabled and config.memory.enabled
