@@ -41,6 +41,7 @@ class App:
     ai: AI
     router: Router
     adapters: list[Any] = field(default_factory=list)
+    memory: Any = None
 
     async def stop(self) -> None:
         """Stop receiving, finish in-flight answers, then close storage and the client."""
@@ -50,6 +51,8 @@ class App:
             except Exception:
                 log.exception("error stopping %s", getattr(adapter, "name", adapter))
         await self.router.close()
+        if self.memory is not None:
+            await self.memory.stop()
         await self.store.close()
         await self.ai.close()
 
@@ -102,6 +105,13 @@ async def start_app(
     ai = AI(config, tokenizer or Tokenizer(config.chat.tokenizer), meter=meter)
     router = Router(config, store, ai, registry())
     app = App(config, store, ai, router)
+    try:
+        from bot import memory
+
+        app.memory = await memory.start(config, store, ai)
+    except BaseException:
+        await app.stop()
+        raise
     for adapter in adapters:
         try:
             await adapter.start(router)

@@ -18,7 +18,7 @@ import ssl
 import threading
 import warnings
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
@@ -242,6 +242,9 @@ class ChatStream:
     refusal: str = ""
     text: str = ""
     chunks: int = 0  # events received: none at all is a failed request (llama.cpp)
+    # tool calls assembled from their streamed fragments, by index (chat completions shape)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    system_fingerprint: str | None = None
 
     def __aiter__(self) -> AsyncIterator[str]:
         assert self._iter is not None
@@ -511,6 +514,47 @@ def _speech_result(resp: Any) -> tuple[bytes, Usage | None]:
     return bytes(audio), usage
 
 
+_TOOLS_REJECTED = re.compile(
+    r"(does not|doesn't|do not|not) support(s|ed)? (tools|tool|function)|tool.?choice requires"
+    r"|tools? (is|are) not supported|unrecognized.{0,20}\btools\b|\btools\b.{0,40}unexpected",
+    re.IGNORECASE)
+
+
+def _rejects_tools(e: openai.BadRequestError) -> bool:
+    """Whether a 400 refuses function calling itself (Ollama, vLLM and llama.cpp word it
+    differently), not a malformed tool message of ours."""
+    param = str(e.param or "")
+    return param.startswith(("tools", "tool_choice")) or bool(_TOOLS_REJECTED.search(
+        str(e.message)))
+
+
+def _vector_bytes(embedding: Any) -> bytes:
+    """One embedding (base64 text, or floats from a server ignoring encoding_format)."""
+    if isinstance(embedding, str):
+        return base64.b64decode(embedding)
+    import array
+
+    return array.array("f", (float(x) for x in embedding)).tobytes()
+
+
+def _merge_tool_calls(calls: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
+    """Assemble streamed tool-call fragments: the first fragment of an index carries id,
+    type and name, later ones append to the arguments."""
+    for d in deltas:
+        index = d.get("index", len(calls))
+        while len(calls) <= index:
+            calls.append({"id": "", "type": "function",
+                          "function": {"name": "", "arguments": ""}})
+        call = calls[index]
+        if d.get("id"):
+            call["id"] = d["id"]
+        fn = d.get("function") or {}
+        if fn.get("name"):
+            call["function"]["name"] += fn["name"]
+        if fn.get("arguments"):
+            call["function"]["arguments"] += fn["arguments"]
+
+
 async def _image_result(resp: Any) -> ImageResult:
     images: list[GeneratedImage] = []
     for item in resp.data or []:
@@ -580,6 +624,9 @@ class AI(MediaAI):
         self._server: ServerInfo | None = None
         self._probe: asyncio.Task[ServerInfo] | None = None
         self._probed_at = 0.0
+        # models the server said take no tools / no sampling option: asked without them
+        self.no_tools_models: set[str] = set()
+        self._rejected_options: dict[str, set[str]] = {}
 
     @staticmethod
     def _new_client(config: Config, tls: ssl.SSLContext) -> AsyncOpenAI:
@@ -716,18 +763,20 @@ class AI(MediaAI):
 
     async def chat_stream(
         self, model: str, messages: list[dict[str, Any]], *, max_tokens: int,
-        feature: str = "chat",
+        feature: str = "chat", extra: dict[str, Any] | None = None,
     ) -> ChatStream:
         """Start a streamed chat completion; errors before the first byte raise ModelError.
 
         The usage is recorded when the stream ends (or breaks off), as the server's last
-        chunk reports it, else estimated from the text.
+        chunk reports it, else estimated from the text. `extra` adds request fields (tools,
+        tool_choice, seed, temperature, response_format); ones the server rejected before
+        for this model are left out.
         """
         result = ChatStream(model=model)
         await self.server(wait=5.0)  # which length field, which tokenizer
         charge = await self.meter.start(feature, model, self._chat_estimate(messages, max_tokens))
         try:
-            stream = await self._create_stream(model, messages, max_tokens)
+            stream = await self._create_stream(model, messages, max_tokens, extra)
         except openai.OpenAIError as e:
             charge.cancel()
             raise map_error(e, model=model, what="chat") from e
@@ -749,12 +798,16 @@ class AI(MediaAI):
                         result.completion_tokens = usage.get("completion_tokens")
                         details = usage.get("prompt_tokens_details") or {}
                         result.cached_tokens = int(details.get("cached_tokens") or 0)
+                    if chunk.get("system_fingerprint"):
+                        result.system_fingerprint = chunk["system_fingerprint"]
                     for choice in chunk.get("choices") or ():
                         if choice.get("finish_reason"):
                             result.finish_reason = choice["finish_reason"]
                         delta = choice.get("delta") or {}
                         if delta.get("refusal"):
                             result.refusal += delta["refusal"]
+                        if delta.get("tool_calls"):
+                            _merge_tool_calls(result.tool_calls, delta["tool_calls"])
                         content = delta.get("content")
                         if content:
                             result.text += content
@@ -772,7 +825,8 @@ class AI(MediaAI):
         return result
 
     async def _create_stream(
-        self, model: str, messages: list[dict[str, Any]], max_tokens: int
+        self, model: str, messages: list[dict[str, Any]], max_tokens: int,
+        extra: dict[str, Any] | None = None,
     ) -> Any:
         kwargs: dict[str, Any] = {
             "model": model,
@@ -781,13 +835,20 @@ class AI(MediaAI):
             "stream_options": {"include_usage": True},
             **self._length_param(model, max_tokens),
         }
-        try:
-            return await self._post_stream("/chat/completions", kwargs)
-        except openai.BadRequestError as e:
-            retry = self._downgrade(model, e, kwargs)
-            if retry is None:
-                raise
-            return await self._post_stream("/chat/completions", retry)
+        rejected = self._rejected_options.get(model, set())
+        for key, value in (extra or {}).items():
+            if key not in rejected and not (key.startswith("tool")
+                                            and model in self.no_tools_models):
+                kwargs[key] = value
+        for _ in range(4):  # each retry drops one more rejected parameter
+            try:
+                return await self._post_stream("/chat/completions", kwargs)
+            except openai.BadRequestError as e:
+                retry = self._downgrade(model, e, kwargs)
+                if retry is None:
+                    raise
+                kwargs = retry
+        return await self._post_stream("/chat/completions", kwargs)
 
     async def _post_stream(self, path: str, body: dict[str, Any]) -> AsyncStream[object]:
         """A streamed request through the SDK's generic post (retries, errors, auth), with
@@ -817,6 +878,20 @@ class AI(MediaAI):
         if "stream_options" in text and "stream_options" in retry:
             retry.pop("stream_options")
             return retry
+        if "tools" in retry and _rejects_tools(e):
+            # a server without function calling: plain chat from now on
+            log.warning("model %s rejected tools (%s); answering without tools", model,
+                        _short(e.message, 120))
+            self.no_tools_models.add(model)
+            for key in ("tools", "tool_choice", "parallel_tool_calls"):
+                retry.pop(key, None)
+            return retry
+        for key in ("temperature", "seed"):
+            if key in text and key in retry:
+                log.warning("model %s rejected %s; sending requests without it", model, key)
+                self._rejected_options.setdefault(model, set()).add(key)
+                retry.pop(key)
+                return retry
         return None
 
     async def complete(
@@ -848,6 +923,42 @@ class AI(MediaAI):
             usage = self._chat_usage(reported, messages, text)
             await charge.done(usage)
         return text, usage.input_tokens, usage.output_tokens, usage.estimated
+
+    def rejected_options(self, model: str) -> set[str]:
+        """Request options (seed, temperature) the server refused for a model."""
+        return set(self._rejected_options.get(model, ()))
+
+    async def embed_vectors(self, model: str, texts: list[str], *,
+                            dimensions: int | None = None) -> list[bytes]:
+        """Embeddings as float32 little-endian bytes (base64 on the wire, never a list of
+        Python floats) for semantic memory; metered like every AI call."""
+        kwargs: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "base64"}
+        if dimensions and model.startswith("text-embedding-3") and (
+                model not in self._rejected_options.get("embeddings", set())):
+            kwargs["dimensions"] = dimensions
+        estimate = Usage(input_tokens=sum(self.tokenizer.count(t) for t in texts))
+        async with self.meter.request("embeddings", model, estimate) as charge:
+            try:
+                try:
+                    resp = await self.client.embeddings.create(**kwargs)
+                except openai.BadRequestError as e:
+                    if "dimensions" not in kwargs or "dimension" not in str(e.message).lower():
+                        raise
+                    log.warning("model %s rejected dimensions; using its own size", model)
+                    self._rejected_options.setdefault("embeddings", set()).add(model)
+                    kwargs.pop("dimensions")
+                    resp = await self.client.embeddings.create(**kwargs)
+            except openai.OpenAIError as e:
+                raise map_error(e, model=model, what="embeddings") from e
+            usage = getattr(resp, "usage", None)
+            await charge.done(Usage(input_tokens=usage.prompt_tokens) if usage is not None
+                              else Usage(input_tokens=estimate.input_tokens, estimated=True))
+        items = sorted(resp.data, key=lambda d: d.index)
+        vectors = [_vector_bytes(d.embedding) for d in items]
+        if len(vectors) != len(texts):
+            raise ModelError("The embeddings service returned the wrong number of vectors.",
+                             "server_error")
+        return vectors
 
     def estimate_messages(self, messages: list[dict[str, Any]]) -> int:
         """Token estimate of a request (used when the server sends no usage)."""

@@ -121,6 +121,32 @@ class AssistantSection:
     file_ttl_days: int = 30
     cjk_font: str = "auto"
     container_minutes: int = 20
+TOOL_NAMES = ("current_time", "calculate", "draw", "remember", "recall", "fetch_url")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolsSection:
+    """Function calling: which built-in tools the model may use, and their limits."""
+
+    enabled: tuple[str, ...] = ("current_time", "calculate", "draw", "remember", "recall")
+    timeout: float = 20.0
+    max_rounds: int = 5
+    # fetch_url limits; allow_loopback exists for tests against a local server only
+    fetch_max_mb: float = 2.0
+    fetch_timeout: float = 10.0
+    fetch_allow_loopback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySection:
+    """Semantic memory: stored messages embedded in the background, recalled by similarity."""
+
+    enabled: bool = True
+    recall_k: int = 4
+    dimensions: int = 512
+    batch_size: int = 64
+    recall_timeout: float = 1.5
+    search_results: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +230,8 @@ class Config:
     images: ImagesSection = field(default_factory=ImagesSection)
     voice: VoiceSection = field(default_factory=VoiceSection)
     assistant: AssistantSection = field(default_factory=AssistantSection)
+    tools: ToolsSection = field(default_factory=ToolsSection)
+    memory: MemorySection = field(default_factory=MemorySection)
     access: AccessSection = field(default_factory=AccessSection)
     storage: StorageSection = field(default_factory=StorageSection)
     telegram: TelegramSection = field(default_factory=TelegramSection)
@@ -414,6 +442,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("TELEGRAM_API_URL must start with http:// or https://")
     _validate_webhook(config.telegram)
     _validate_usage(config)
+    _validate_tools(config)
 
 
 WEBHOOK_PORTS = (443, 80, 88, 8443)  # the only ports Telegram calls (setWebhook docs)
@@ -479,3 +508,30 @@ def _validate_assistant(a: AssistantSection) -> None:
     if a.cjk_font not in ("", "auto") and not Path(a.cjk_font).is_file():
         raise ConfigError(f"config: assistant.cjk_font: no such file {a.cjk_font!r} "
                           '(use "auto" to find one, or "" for none)')
+
+
+def _validate_tools(config: Config) -> None:
+    tools, memory = config.tools, config.memory
+    for name in tools.enabled:
+        if name not in TOOL_NAMES:
+            raise ConfigError(f"config: tools.enabled: unknown tool {name!r} (known: "
+                              f"{', '.join(TOOL_NAMES)})")
+    if not 0 < tools.timeout <= 600:
+        raise ConfigError("config: tools.timeout must be between 0 and 600 seconds")
+    if not 0 <= tools.max_rounds <= 20:
+        raise ConfigError("config: tools.max_rounds must be between 0 and 20")
+    if not 0 < tools.fetch_max_mb <= 50:
+        raise ConfigError("config: tools.fetch_max_mb must be between 0 and 50")
+    if not 0 < tools.fetch_timeout <= 120:
+        raise ConfigError("config: tools.fetch_timeout must be between 0 and 120 seconds")
+    if not 0 <= memory.recall_k <= 20:
+        raise ConfigError("config: memory.recall_k must be between 0 and 20")
+    if memory.dimensions and (not 8 <= memory.dimensions <= 4096 or memory.dimensions % 8):
+        raise ConfigError("config: memory.dimensions must be 0 (the model's own) or a "
+                          "multiple of 8 from 8 to 4096")
+    if not 1 <= memory.batch_size <= 2048:
+        raise ConfigError("config: memory.batch_size must be between 1 and 2048")
+    if not 0 < memory.recall_timeout <= 30:
+        raise ConfigError("config: memory.recall_timeout must be between 0 and 30 seconds")
+    if not 1 <= memory.search_results <= 20:
+        raise ConfigError("config: memory.search_results must be between 1 and 20")

@@ -9,6 +9,8 @@ cost does not grow with the size of the database.
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+log = logging.getLogger(__name__)
 
 # the daily rollup and day totals from the raw usage rows (migration 3, timezone change)
 _ROLLUP_STATEMENTS = (
@@ -188,6 +192,24 @@ MIGRATIONS: list[str] = [
     CREATE INDEX workspace_files_created ON workspace_files (created);
     ALTER TABLE conversations ADD COLUMN anchor INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: tool rounds kept with the assistant turn they led to; semantic memory vectors
+    # (float32 little-endian; the sqlite-vec search index is built from them at start-up)
+    """
+    ALTER TABLE turns ADD COLUMN tools TEXT;
+    CREATE TABLE memory_vectors (
+        turn_id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        model TEXT NOT NULL,
+        dims INTEGER NOT NULL,
+        vector BLOB NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE INDEX memory_vectors_channel ON memory_vectors (channel, turn_id);
+    CREATE TABLE memory_state (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -202,6 +224,20 @@ class Turn:
     content: str
     tokens: int
     addressed: bool
+    tools: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """A stored turn found by semantic search."""
+
+    turn_id: int
+    role: str
+    author_name: str | None
+    content: str
+    tokens: int
+    created: float
+    distance: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +351,9 @@ class Store:
         # only through this object: write-through LRUs save a thread hop per read
         self._remote: OrderedDict[tuple[str, str], tuple[str, int] | None] = OrderedDict()
         self._workspaces: OrderedDict[str, list[WorkspaceFile]] = OrderedDict()
+        # sqlite-vec loaded: memory search goes through its index (else memory is off)
+        self.vec = False
+        self._vec_tables: set[int] = set()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -329,8 +368,10 @@ class Store:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # autocommit: each statement is its own transaction (one thread hop, not two);
         # multi-statement work uses explicit BEGIN/COMMIT
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db = aiosqlite.Connection(_connector(self.path), 64)
+        await self._db
         try:
+            await self._load_vec()
             await self.db.execute("PRAGMA journal_mode=WAL")
             await self.db.execute("PRAGMA synchronous=NORMAL")
             await self.db.execute("PRAGMA foreign_keys=ON")
@@ -340,6 +381,20 @@ class Store:
             await self._db.close()
             self._db = None
             raise
+
+    async def _load_vec(self) -> None:
+        """Load the sqlite-vec extension when the package and the SQLite build allow it."""
+        try:
+            import sqlite_vec
+
+            await self.db.enable_load_extension(True)
+            await self.db.load_extension(sqlite_vec.loadable_path())
+            await self.db.enable_load_extension(False)
+            self.vec = True
+        except Exception as e:
+            log.warning("sqlite-vec could not be loaded (%s: %s); semantic memory is off",
+                        type(e).__name__, e)
+            self.vec = False
 
     async def _migrate(self) -> None:
         cur = await self.db.execute("PRAGMA user_version")
@@ -386,13 +441,15 @@ class Store:
         author_name: str | None = None,
         message_id: str | None = None,
         addressed: bool = True,
+        tools: str | None = None,
     ) -> int:
-        """Store one message of the conversation and return its id."""
+        """Store one message of the conversation and return its id (`tools`: the JSON tool
+        rounds that led to an assistant turn)."""
         cur = await self.db.execute(
             "INSERT INTO turns (channel, role, author_id, author_name, content, tokens,"
-            " message_id, addressed, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " message_id, addressed, created, tools) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (channel, role, author_id, author_name, content, tokens, message_id,
-             int(addressed), time.time()),
+             int(addressed), time.time(), tools),
         )
         return int(cur.lastrowid or 0)
 
@@ -409,8 +466,8 @@ class Store:
         """
         start = await self._context_start(channel)
         rows = await self.db.execute_fetchall(
-            "SELECT id, role, author_id, author_name, content, tokens, addressed FROM turns"
-            " WHERE channel = ? AND id > ? ORDER BY id DESC LIMIT ?",
+            "SELECT id, role, author_id, author_name, content, tokens, addressed, tools"
+            " FROM turns WHERE channel = ? AND id > ? ORDER BY id DESC LIMIT ?",
             (channel, start, limit),
         )
         out: list[Turn] = []
@@ -419,13 +476,19 @@ class Store:
             used += r[5]
             if used > token_budget:
                 break
-            out.append(Turn(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])))
+            out.append(Turn(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]))
         out.reverse()
         return out
 
     async def _context_start(self, channel: str) -> int:
         value = await self.setting(channel, "context_start")
         return int(value) if value is not None else 0
+
+    async def last_turn_id(self, channel: str) -> int:
+        """The newest turn id of a channel, /reset or not (0 when none)."""
+        rows = await self.db.execute_fetchall(
+            "SELECT COALESCE(MAX(id), 0) FROM turns WHERE channel = ?", (channel,))
+        return int(rows[0][0]) if rows else 0
 
     async def reset_context(self, channel: str) -> int:
         """Forget the context from here on; the rows stay (nothing stored is lost)."""
@@ -808,3 +871,159 @@ class Store:
 def _workspace_file(r: Any) -> WorkspaceFile:
     return WorkspaceFile(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], bool(r[6]), r[7], r[8],
                          r[9], r[10], float(r[11]))
+
+    # --- semantic memory -----------------------------------------------------------------
+
+    async def memory_cursor(self) -> int:
+        """The newest turn id the background embedder has dealt with."""
+        rows = await self.db.execute_fetchall(
+            "SELECT value FROM memory_state WHERE key = 'cursor'")
+        return int(rows[0][0]) if rows else 0
+
+    async def set_memory_cursor(self, turn_id: int) -> None:
+        """Move the embedder's cursor (only after a batch is stored)."""
+        await self.db.execute(
+            "INSERT INTO memory_state (key, value) VALUES ('cursor', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (turn_id,))
+
+    async def memory_backlog(self, after: int, limit: int) -> list[tuple[int, str, str]]:
+        """Turns not yet embedded: (id, channel, content), oldest first."""
+        rows = await self.db.execute_fetchall(
+            "SELECT id, channel, content FROM turns WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit))
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    async def add_vectors(self, rows: list[tuple[int, str, str, bytes]], dims: int,
+                          cursor: int) -> None:
+        """Store embedded turns (turn id, channel, model, float32 vector) and their search
+        index rows, and move the cursor, in one transaction."""
+        now = time.time()
+        await self._vec_table(dims)
+        await self.db.execute("BEGIN")
+        try:
+            await self.db.executemany(
+                "INSERT OR REPLACE INTO memory_vectors (turn_id, channel, model, dims, vector,"
+                " created) VALUES (?, ?, ?, ?, ?, ?)",
+                [(t, c, m, dims, v, now) for t, c, m, v in rows])
+            if self.vec:
+                await self.db.executemany(
+                    f"DELETE FROM memory_index_{dims} WHERE rowid = ?", [(t,) for t, *_ in rows])
+                await self.db.executemany(
+                    f"INSERT INTO memory_index_{dims} (rowid, channel, tid,"
+                    " embedding) VALUES (?, ?, ?, vec_quantize_binary(vec_f32(?)))",
+                    [(t, c, t, v) for t, c, _m, v in rows])
+            await self.set_memory_cursor(cursor)
+            await self.db.execute("COMMIT")
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+
+    async def _vec_table(self, dims: int) -> None:
+        """The sqlite-vec index for one vector size: binary-quantized vectors partitioned
+        by channel (a scan per channel, 1 bit per dimension); the float vectors in
+        memory_vectors re-rank its candidates."""
+        if not self.vec or dims in self._vec_tables:
+            return
+        await self.db.execute(
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS memory_index_{int(dims)} USING vec0("
+            f"channel text partition key, tid integer, embedding bit[{int(dims)}])")
+        self._vec_tables.add(dims)
+
+    async def rebuild_memory_index(self) -> int:
+        """Index vectors stored while sqlite-vec was unavailable; returns rows added."""
+        if not self.vec:
+            return 0
+        added = 0
+        dims_rows = await self.db.execute_fetchall("SELECT DISTINCT dims FROM memory_vectors")
+        for (dims,) in dims_rows:
+            dims = int(dims)
+            await self._vec_table(dims)
+            while True:
+                # (vector functions lose their type through INSERT ... SELECT: go via Python)
+                rows = await self.db.execute_fetchall(
+                    "SELECT turn_id, channel, vector FROM memory_vectors WHERE dims = ? AND"
+                    f" turn_id NOT IN (SELECT rowid FROM memory_index_{dims}) LIMIT 1000",
+                    (dims,))
+                if not rows:
+                    break
+                await self.db.executemany(
+                    f"INSERT INTO memory_index_{dims} (rowid, channel, tid, embedding)"
+                    " VALUES (?, ?, ?, vec_quantize_binary(vec_f32(?)))",
+                    [(r[0], r[1], r[0], r[2]) for r in rows])
+                added += len(rows)
+        return added
+
+    async def memory_search(self, channel: str, vector: bytes, dims: int, *, before: int,
+                            k: int, candidates: int = 16) -> list[Recalled]:
+        """This channel's k stored turns (ids < before, since the last /forget) nearest to
+        a float32 vector: hamming-distance candidates from the sqlite-vec index, re-ranked
+        by exact cosine distance."""
+        if not self.vec or k <= 0:
+            return []
+        await self._vec_table(dims)
+        rows = await self.db.execute_fetchall(
+            f"WITH candidates AS (SELECT rowid AS id FROM memory_index_{int(dims)}"
+            " WHERE embedding MATCH vec_quantize_binary(vec_f32(?1)) AND k = ?2"
+            " AND channel = ?3 AND tid < ?4)"
+            " SELECT t.id, t.role, t.author_name, t.content, t.tokens, t.created,"
+            " vec_distance_cosine(v.vector, vec_f32(?1)) AS d"
+            " FROM candidates c JOIN memory_vectors v ON v.turn_id = c.id"
+            " JOIN turns t ON t.id = c.id ORDER BY d LIMIT ?5",
+            (vector, max(candidates, 4 * k), channel, before, k))
+        return [Recalled(int(r[0]), r[1], r[2], r[3], int(r[4]), float(r[5]), float(r[6]))
+                for r in rows]
+
+    async def forget_memory(self, channel: str) -> int:
+        """Erase a channel's vectors (its turns stay: /reset and /forget differ)."""
+        rows = await self.db.execute_fetchall(
+            "SELECT DISTINCT dims FROM memory_vectors WHERE channel = ?", (channel,))
+        dims_list = [int(r[0]) for r in rows]
+        for dims in dims_list:
+            await self._vec_table(dims)
+        await self.db.execute("BEGIN")
+        try:
+            for dims in dims_list:
+                if self.vec:
+                    await self.db.execute(
+                        f"DELETE FROM memory_index_{dims} WHERE rowid IN"
+                        " (SELECT turn_id FROM memory_vectors WHERE channel = ? AND dims = ?)",
+                        (channel, dims))
+            cur = await self.db.execute("DELETE FROM memory_vectors WHERE channel = ?",
+                                        (channel,))
+            await self.db.execute("COMMIT")
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+        return max(cur.rowcount, 0)
+
+    async def memory_has_older(self, channel: str, before: int) -> bool:
+        """Whether any turn of the channel older than `before` is embedded (one index seek:
+        without one, recall would cost an embeddings request for nothing)."""
+        rows = await self.db.execute_fetchall(
+            "SELECT 1 FROM memory_vectors WHERE channel = ? AND turn_id < ? LIMIT 1",
+            (channel, before))
+        return bool(rows)
+
+    async def memory_count(self, channel: str) -> int:
+        """How many of a channel's turns are embedded."""
+        rows = await self.db.execute_fetchall(
+            "SELECT COUNT(*) FROM memory_vectors WHERE channel = ?", (channel,))
+        return int(rows[0][0]) if rows else 0
+
+
+def _connector(path: str) -> Any:
+    """sqlite3.connect, or sqlean's drop-in build where this Python's sqlite3 cannot load
+    extensions (pyenv builds often lack it) and sqlite-vec is needed."""
+    module: Any = sqlite3
+    if not hasattr(sqlite3.Connection, "enable_load_extension"):
+        try:
+            import sqlean
+
+            module = sqlean
+        except ImportError:
+            pass
+
+    def connect() -> Any:
+        return module.connect(path, isolation_level=None)
+
+    return connect

@@ -70,12 +70,15 @@ class ReplyStream(Generic[S]):
         self._lock = asyncio.Lock()
         self._finished = False
         self.calls = 0
+        # a short line (e.g. "calculating…") shown below the text until more text comes
+        self._status = ""
 
     def append(self, delta: str) -> None:
         """Add model output; never blocks, the flusher picks it up."""
         if not delta or self._finished:
             return
         self.text += delta
+        self._status = ""
         if self._first_delta_at is None:
             self._first_delta_at = time.monotonic()
         self._dirty.set()
@@ -104,9 +107,22 @@ class ReplyStream(Generic[S]):
         except asyncio.CancelledError:
             pass
 
+    def status(self, line: str) -> None:
+        """Show a status line while work without output runs; the next text replaces it."""
+        if self._finished or not line:
+            return
+        self._status = line
+        if self._first_delta_at is None:
+            self._first_delta_at = time.monotonic()
+        self._dirty.set()
+        if self._task is None and self.replier.capabilities.edits:
+            self._task = asyncio.create_task(self._flusher())
+
     async def _flush(self) -> None:
         async with self._lock:
             text = self.text if self.text.strip() else ""
+            if self._status and not self._finished:
+                text = f"{text}\n\n_{self._status}_" if text else f"_{self._status}_"
             if not text:
                 return
             chunks = self.replier.split(text)

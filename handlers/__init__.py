@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.router import Registry
-from handlers import admin, assistant, chat, images, speech, usage, vision, voice
+from handlers import admin, assistant, chat, images, memory, speech, tools, usage, vision, voice
 
 
 def registry() -> Registry:
@@ -15,7 +15,9 @@ def registry() -> Registry:
                   voice.translate_cmd, speech.say_cmd, speech.voice_cmd,
                   assistant.code_cmd, assistant.files_cmd, assistant.cancel_cmd,
                   admin.whoami_cmd, chat.image_cmd, chat.audio_cmd, chat.file_cmd,
-                  usage.usage_cmd, usage.budget_cmd],
+                  usage.usage_cmd, usage.budget_cmd,
+                  tools.json_cmd, tools.seed_cmd, tools.temperature_cmd, tools.info_cmd,
+                  memory.search_cmd, memory.forget_cmd],
         messages=[(voice.wants_audio, voice.voice_message),
                   (assistant.wants_document, assistant.document),
                   (vision.wants_images, speech.spoken(vision.vision)),

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot import memory, tools
 from bot.ai import MESSAGES, ContextOverflow
 from bot.commands import Param, command
 from bot.context import Context
@@ -171,6 +172,9 @@ async def build_messages(
     available = budget - current_tokens
     turns = await ctx.store.recent_turns(ctx.channel, available,
                                          ctx.config.chat.history_messages)
+    # older turns similar to the question (semantic memory), inside the same budget
+    recalled, recall_tokens = await memory.recall_message(ctx, current, turns, available)
+    available -= recall_tokens
     pictures: dict[int, list[StoredImage]] = {}
     detail = ""
     if history_images and turns and ctx.config.vision.context_images > 0:
@@ -195,7 +199,10 @@ async def build_messages(
             if parts:
                 messages.append(_user_message(ASSISTANT_IMAGES, parts))
             messages.append({"role": t.role, "content": t.content})
+            messages.extend(reversed(tools.history_messages(t.tools)))
     messages.reverse()
+    if recalled is not None:
+        system = f"{system}\n\n{recalled['content']}"
     messages.insert(0, {"role": "system", "content": system})
     messages.append(_user_message(current, [i.part() for i in images]))
     return alternate(ctx, messages)
@@ -210,11 +217,19 @@ def alternate(ctx: Context, messages: list[dict[str, Any]]) -> list[dict[str, An
     if ctx.ai.openai_api():
         return messages
     out: list[dict[str, Any]] = []
+    dropped_calls = False  # tool results go wherever their tool_calls message goes
     for m in messages:
-        if out and m["role"] == out[-1]["role"] and m["role"] in ("user", "assistant"):
-            out[-1] = _merge(out[-1], m)
-        elif m["role"] == "assistant" and (not out or out[-1]["role"] == "system"):
+        if m["role"] == "tool":
+            if not dropped_calls:
+                out.append(m)
             continue
+        dropped_calls = False
+        if m["role"] == "assistant" and (not out or out[-1]["role"] == "system"):
+            dropped_calls = bool(m.get("tool_calls"))
+            continue
+        if out and m["role"] == out[-1]["role"] and m["role"] in ("user", "assistant") and (
+                not m.get("tool_calls") and not out[-1].get("tool_calls")):
+            out[-1] = _merge(out[-1], m)
         else:
             out.append(m)
     return out
@@ -292,6 +307,8 @@ class _Answer:
     text: str
     messages: list[dict[str, Any]]
     note: str = ""
+    # the tool rounds that led to the text (JSON, stored with the turn)
+    tools: str | None = None
 
 
 async def answer_room(ctx: Context, model: str, messages: list[dict[str, Any]]) -> int:
@@ -342,7 +359,7 @@ async def answer(ctx: Context, messages: list[dict[str, Any]], *, feature: str =
             await out.abort()
             raise
         await out.finish(result.note)
-    await _remember(ctx, result.text, out)
+    await _remember(ctx, result.text, out, result.tools)
     return result.text
 
 
@@ -372,7 +389,9 @@ async def _ask(ctx: Context, out: Any, model: str,
 
 async def _ask_once(ctx: Context, out: Any, model: str, messages: list[dict[str, Any]],
                     max_tokens: int, feature: str) -> _Answer:
-    stream = await ctx.ai.chat_stream(model, messages, max_tokens=max_tokens, feature=feature)
+    # tool rounds, /seed and /temperature: bot/tools.py
+    stream = await tools.start_answer(ctx, model, messages, out, max_tokens=max_tokens,
+                                      feature=feature)
     try:
         async for delta in stream:
             out.append(delta)
@@ -380,10 +399,10 @@ async def _ask_once(ctx: Context, out: Any, model: str, messages: list[dict[str,
         if not stream.text:
             raise
         log.warning("answer interrupted in %s: %s", ctx.channel, e.kind)
-        return _Answer(stream.text, messages, f"⚠️ {e.message}")
+        return _Answer(stream.text, messages, f"⚠️ {e.message}", stream.exchange_json())
     if stream.text.strip():
         note = "…(answer cut at the length limit)" if stream.finish_reason == "length" else ""
-        return _Answer(stream.text, messages, note)
+        return _Answer(stream.text, messages, note, stream.exchange_json())
     if stream.refusal.strip():
         raise UserError(stream.refusal.strip())
     # An empty stream is a failed request (llama.cpp answers an over-long prompt with an
@@ -398,10 +417,11 @@ async def _ask_once(ctx: Context, out: Any, model: str, messages: list[dict[str,
     return _Answer(text, messages)
 
 
-async def _remember(ctx: Context, text: str, out: Any) -> None:
+async def _remember(ctx: Context, text: str, out: Any,
+                    exchange: str | None = None) -> None:
     first = out.sent[0].id if out.sent else None
-    await ctx.store.append_turn(ctx.channel, "assistant", text, ctx.ai.tokenizer.count(text),
-                                message_id=first)
+    await ctx.store.append_turn(ctx.channel, "assistant", text, ctx.ai.tokenizer.count(
+        text + (exchange or "")), message_id=first, tools=exchange)
 
 
 async def converse(ctx: Context, content: str, *, feature: str = "chat",

@@ -99,7 +99,12 @@ class Driver:
     def config(self) -> Config:
         """Config from the test's TOML text plus env pointing at the fakes."""
         path = self.db_path.parent / "config.toml"
-        path.write_text(self.config_text)
+        text = self.config_text
+        if "[memory]" not in text:
+            # semantic memory embeds in the background (metered calls, extra requests):
+            # off unless a test turns it on (tests/test_memory.py)
+            text += "\n[memory]\nenabled = false\n"
+        path.write_text(text)
         env = {"OPENAI_API_KEY": self.openai.api_key, "OPENAI_BASE_URL": self.openai.url,
                "BOT_DATABASE": str(self.db_path), **self.env}
         return load_config(path, env=env)

@@ -128,7 +128,7 @@ def count_tokens_local(text: str) -> int:
         else:
             total += len(piece) if not piece.isascii() else 1
     return total
-ReplyFn = Callable[[Json], str]
+ReplyFn = Callable[[Json], "str | _ToolCalls"]
 
 
 class ApiError(Exception):
@@ -208,6 +208,11 @@ class _Hang:
 @dataclass
 class _ToolCalls:
     calls: list[tuple[str, str]]
+
+
+def tool_calls(*calls: tuple[str, Json | str]) -> _ToolCalls:
+    """An answer of several parallel function calls, for `reply_fn` functions."""
+    return _ToolCalls([(n, a if isinstance(a, str) else json.dumps(a)) for n, a in calls])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -502,6 +507,97 @@ def _ts(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+_STRICT_KEYWORDS = frozenset({
+    "type", "properties", "required", "additionalProperties", "items", "enum", "const",
+    "anyOf", "description", "title", "$defs", "definitions", "$ref", "default", "pattern",
+    "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "minItems", "maxItems", "$schema",
+})  # fmt: skip
+
+
+def _check_strict_schema(schema: Any, what: str, param: str, code: str) -> None:
+    """Structured Outputs' rules for strict schemas (function parameters, json_schema):
+    the root is an object, every object lists all its properties as required and sets
+    additionalProperties to false, no unsupported keywords, no root anyOf."""
+
+    def fail(context: tuple[str, ...], detail: str) -> ApiError:
+        ctx = "(" + ", ".join(f"'{c}'" for c in context) + ("," if len(context) == 1 else "")
+        return ApiError(
+            400, f"Invalid schema for {what}: In context={ctx}), {detail}",
+            param=param, code=code,
+        )  # fmt: skip
+
+    if not isinstance(schema, dict):
+        raise fail((), "schema must be a JSON Schema of 'type: \"object\"', got "
+                   f"'type: \"{_json_type(schema)}\"'.")
+    if schema.get("type") != "object" or "anyOf" in schema:
+        raise fail((), "schema must be a JSON Schema of 'type: \"object\"', got "
+                   f"'type: \"{schema.get('type')}\"'.")
+
+    def walk(node: Any, context: tuple[str, ...]) -> None:
+        if not isinstance(node, dict):
+            return
+        for key in node:
+            if key not in _STRICT_KEYWORDS:
+                raise fail(context, f"'{key}' is not permitted.")
+        kinds = node.get("type")
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        if "object" in kinds or "properties" in node:
+            if node.get("additionalProperties") is not False:
+                raise fail(context, "'additionalProperties' is required to be supplied and "
+                           "to be false.")
+            props = node.get("properties") or {}
+            required = node.get("required")
+            missing = [k for k in props if not isinstance(required, list) or k not in required]
+            if missing:
+                raise fail(context, "'required' is required to be supplied and to be an array "
+                           f"including every key in properties. Missing '{missing[0]}'.")
+            for name, sub in props.items():
+                walk(sub, (*context, "properties", name))
+        if "items" in node:
+            walk(node["items"], (*context, "items"))
+        for i, sub in enumerate(node.get("anyOf") or ()):
+            walk(sub, (*context, "anyOf", str(i)))
+        for defs in ("$defs", "definitions"):
+            for name, sub in (node.get(defs) or {}).items():
+                walk(sub, (*context, defs, name))
+
+    walk(schema, ())
+
+
+def _schema_instance(schema: Any) -> Any:
+    """A minimal value matching a schema (the fake's answer in json_schema mode)."""
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("anyOf"):
+        return _schema_instance(schema["anyOf"][0])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        return {k: _schema_instance(v) for k, v in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [_schema_instance(schema.get("items"))] if schema.get("items") else []
+    return {"string": "text", "integer": 1, "number": 1.5, "boolean": True}.get(str(kind))
+
+
+def _word_vector(text: str, size: int) -> np.ndarray:
+    """Bag-of-words embedding: each word has a fixed random direction, a text is the
+    normalised sum, so texts sharing words are near each other (like real embeddings,
+    and deterministic). Truncating to `dimensions` then normalising matches the API."""
+    words = re.findall(r"\w+", text.lower()) or [text]
+    total = np.zeros(size, dtype=np.float64)
+    for word in words:
+        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+        total += np.random.default_rng(seed).standard_normal(size)
+    norm = np.linalg.norm(total)
+    return (total / norm if norm else total).astype("<f4")
+
+
 # --------------------------------------------------------------------------- failures
 
 _CHAT_POLICY = (
@@ -636,6 +732,7 @@ class FakeOpenAI:
         self.system_fingerprint: str = "fp_fake0000"
         self._replies: deque[str | _ToolCalls] = deque()
         self._reply_fn: ReplyFn | None = None
+        self._embed_fn: Callable[[str, int], list[float]] | None = None
         self._transcripts: deque[str] = deque()
         self._failures: list[_Failure] = []
         self._hangs: list[_Hang] = []
@@ -724,6 +821,17 @@ class FakeOpenAI:
         args = arguments if isinstance(arguments, str) else json.dumps(arguments)
         for _ in range(times):
             self._replies.append(_ToolCalls([(name, args)]))
+
+    def reply_tool_calls(self, calls: list[tuple[str, Json | str]], *, times: int = 1) -> None:
+        """Queue one answer of several parallel function calls, streamed like the API does
+        (per call: a first fragment with index, id, type and name, then argument pieces)."""
+        for _ in range(times):
+            self._replies.append(tool_calls(*calls))
+
+    def embed_fn(self, fn: Callable[[str, int], list[float]] | None) -> None:
+        """Replace how texts become vectors (text, size) -> unit vector; None restores the
+        default bag-of-words embedding (texts sharing words are similar)."""
+        self._embed_fn = fn
 
     def reply_fn(self, fn: ReplyFn | None) -> None:
         """Set the default answer function (request body -> text); None restores echo."""
@@ -1463,6 +1571,7 @@ class FakeOpenAI:
         _check_number(body, "presence_penalty", -2, 2)
         _check_number(body, "frequency_penalty", -2, 2)
         _check_number(body, "top_logprobs", 0, 20, integer=True)
+        _check_number(body, "seed", -(2**63), 2**63 - 1, integer=True)
         if reasoning:
             for name in ("temperature", "top_p"):
                 value = body.get(name)
@@ -1517,6 +1626,20 @@ class FakeOpenAI:
                 raise _missing("response_format.json_schema")
             if "name" not in schema:
                 raise _missing("response_format.json_schema.name")
+            if not isinstance(schema["name"], str) or not re.match(TOOL_NAME_PATTERN,
+                                                                   schema["name"]):
+                raise ApiError(
+                    400,
+                    "Invalid 'response_format.json_schema.name': string does not match "
+                    f"pattern. Expected a string that matches the pattern '{TOOL_NAME_PATTERN}'.",
+                    param="response_format.json_schema.name",
+                    code="invalid_value",
+                )
+            if schema.get("strict"):
+                _check_strict_schema(
+                    schema.get("schema"), f"response_format '{schema['name']}'",
+                    "response_format", "invalid_json_schema",
+                )
         if rf["type"] == "json_object":
             blob = json.dumps(body["messages"]).lower()
             if "json" not in blob:
@@ -1554,6 +1677,11 @@ class FakeOpenAI:
                         code="invalid_value",
                     )
                 _check_string_length(f"{tp}.{key}.name", name, 64)
+                if key == "function" and spec.get("strict"):
+                    _check_strict_schema(
+                        spec.get("parameters"), f"function '{name}'",
+                        f"{tp}.function.parameters", "invalid_function_parameters",
+                    )
         if body.get("tool_choice") is not None and not tools:
             raise ApiError(
                 400,
@@ -1602,6 +1730,11 @@ class FakeOpenAI:
             return self._replies.popleft()
         if self._reply_fn is not None:
             return self._reply_fn(body)
+        rf = body.get("response_format") or {}
+        if rf.get("type") == "json_object":
+            return json.dumps({"echo": self._default_answer(body)[len("echo: "):]})
+        if rf.get("type") == "json_schema":
+            return json.dumps(_schema_instance(rf["json_schema"].get("schema")))
         return self._default_answer(body)
 
     def _prompt_tokens(self, body: Json) -> tuple[int, int]:
@@ -1766,13 +1899,15 @@ class FakeOpenAI:
         pieces: list[Json] = []
         for index in range(body.get("n") or 1):
             if isinstance(answer, _ToolCalls):
-                pieces.append(
-                    chunk({"role": "assistant", "content": None, "refusal": None}, None, index)
-                )
                 for k, (name, args) in enumerate(answer.calls):
                     call = {"index": k, "id": _rand_id("call_"), "type": "function",
                             "function": {"name": name, "arguments": ""}}  # fmt: skip
-                    pieces.append(chunk({"tool_calls": [call]}, None, index))
+                    if k == 0:  # the first call rides in the role chunk
+                        first = {"role": "assistant", "content": None, "tool_calls": [call],
+                                 "refusal": None}  # fmt: skip
+                        pieces.append(chunk(first, None, index))
+                    else:
+                        pieces.append(chunk({"tool_calls": [call]}, None, index))
                     for start in range(0, len(args), max(1, self.chunk_size)):
                         part = args[start : start + max(1, self.chunk_size)]
                         delta = {"tool_calls": [{"index": k, "function": {"arguments": part}}]}
@@ -1861,9 +1996,11 @@ class FakeOpenAI:
         for index, item in enumerate(inputs):
             key = item if isinstance(item, str) else json.dumps(item)
             tokens += count_tokens(key) if isinstance(item, str) else len(item)
-            seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
-            vec = np.random.default_rng(seed).standard_normal(size).astype("<f4")
-            vec /= np.linalg.norm(vec)
+            if self._embed_fn is not None:
+                vec = np.asarray(self._embed_fn(key, size), dtype="<f4")
+            else:
+                vec = _word_vector(key, full)[:size]
+                vec = (vec / np.linalg.norm(vec)).astype("<f4")
             emb: Any = (
                 base64.b64encode(vec.tobytes()).decode() if fmt == "base64" else vec.tolist()
             )
