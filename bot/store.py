@@ -867,11 +867,6 @@ class Store:
             " ORDER BY created LIMIT ?", (created, limit))
         return [_workspace_file(r) for r in rows]
 
-
-def _workspace_file(r: Any) -> WorkspaceFile:
-    return WorkspaceFile(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], bool(r[6]), r[7], r[8],
-                         r[9], r[10], float(r[11]))
-
     # --- semantic memory -----------------------------------------------------------------
 
     async def memory_cursor(self) -> int:
@@ -1009,6 +1004,11 @@ def _workspace_file(r: Any) -> WorkspaceFile:
         rows = await self.db.execute_fetchall(
             "SELECT COUNT(*) FROM memory_vectors WHERE channel = ?", (channel,))
         return int(rows[0][0]) if rows else 0
+
+
+def _workspace_file(r: Any) -> WorkspaceFile:
+    return WorkspaceFile(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], bool(r[6]), r[7], r[8],
+                         r[9], r[10], float(r[11]))
 
 
 def _connector(path: str) -> Any:
