@@ -120,3 +120,10 @@ def test_missing_keys_and_sections_take_defaults(tmp_path: Path) -> None:
     assert cfg.chat.max_output_tokens == 500
     assert cfg.chat.history_tokens == Config().chat.history_tokens
     assert cfg.voice == Config().voice
+
+
+def test_top_level_config_is_the_shipped_one() -> None:
+    """The repository's config.toml (what a clone runs with) and the one shipped in the
+    package (what `init` writes) are one text: a change to one must reach the other."""
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "config.toml").read_text() == (root / "bot" / "config.toml").read_text()
