@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
 from bot.commands import CommandTable
 from bot.config import Config
-from bot.events import Inbound
+from bot.events import ChannelKey, Inbound
 from bot.replies import Capabilities, Replier
+
+if TYPE_CHECKING:
+    from bot.journal import Journal
 
 
 class Sink(Protocol):
@@ -15,9 +19,14 @@ class Sink(Protocol):
 
     config: Config
     commands: CommandTable
+    # records deliveries before they are acknowledged (None: no crash recovery)
+    journal: Journal | None
 
     async def submit(self, inbound: Inbound, replier: Replier) -> None:
         """Queue a message for its channel and return at once (never blocks the poller)."""
+
+    async def edit(self, inbound: Inbound) -> bool:
+        """A message was edited (same id): answered in its new form if still waiting."""
 
 
 class Adapter(Protocol):
@@ -31,3 +40,11 @@ class Adapter(Protocol):
 
     async def stop(self) -> None:
         """Stop receiving, finish in-flight sends, close connections."""
+
+    def replier_for(self, channel: ChannelKey, reply_to: str | None, *,
+                    private: bool) -> Replier:
+        """A Replier for a stored message (answered after a restart): the channel and the
+        id of the message to reply to are enough, no live platform object is needed."""
+
+    def attachment_reader(self, ref: str) -> Callable[[], Awaitable[bytes]] | None:
+        """How to read a stored message's file again from its Attachment.ref."""

@@ -27,7 +27,8 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -92,7 +93,8 @@ def attachment_from_path(path: str) -> Attachment:
     async def read() -> bytes:
         return await asyncio.to_thread(p.read_bytes)
 
-    return Attachment(kind=kind, filename=p.name, mime=mime, size=p.stat().st_size, reader=read)
+    return Attachment(kind=kind, filename=p.name, mime=mime, size=p.stat().st_size, reader=read,
+                      ref=str(p.resolve()))
 
 
 def console_logging(config: Config) -> None:
@@ -247,7 +249,8 @@ class ConsoleAdapter:
         self.out_dir = Path(out_dir)
         self.user = user or _username()
         self.channel = ChannelKey("console", "local")
-        self.ids = itertools.count(1)
+        # message ids stay unique across restarts: the journal keys messages by them
+        self.ids = itertools.count(time.time_ns() // 1000)
         self.finished = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.tty = _isatty(self._stdout) if prompt is None else prompt
@@ -343,6 +346,18 @@ class ConsoleAdapter:
             self._task = asyncio.create_task(self._interactive_loop())
         else:
             self._task = asyncio.create_task(self._read_loop())
+
+    def replier_for(self, channel: ChannelKey, reply_to: str | None, *,
+                    private: bool) -> ConsoleReplier:
+        """The terminal has one conversation: stored messages are answered here too."""
+        return ConsoleReplier(self)
+
+    def attachment_reader(self, ref: str) -> Callable[[], Awaitable[bytes]]:
+        """A stored message's file is read again from its path."""
+        async def read() -> bytes:
+            return await asyncio.to_thread(Path(ref).read_bytes)
+
+        return read
 
     async def stop(self) -> None:
         """Stop reading input."""

@@ -33,7 +33,7 @@ from discord.http import Route
 
 from bot import audio
 from bot.commands import CommandSpec, Param
-from bot.errors import RateLimited, StartupError, UserError
+from bot.errors import ChatForbidden, RateLimited, StartupError, UserError
 from bot.events import (
     Attachment,
     AttachmentKind,
@@ -73,6 +73,8 @@ AUTO_DEFER_AFTER = 2.0
 READY_TIMEOUT = 60.0  # seconds from start() to a live gateway session
 WAVEFORM_POINTS = 256  # Discord draws at most 256 bars
 WAVEFORM_RATE = 8000  # samples/s decoded for the waveform: plenty for 256 bars
+# after a restart, at most this many missed messages are read per channel (one request)
+CATCH_UP_LIMIT = 100
 NO_MENTIONS = discord.AllowedMentions.none()
 
 
@@ -149,6 +151,7 @@ def to_attachment(att: discord.Attachment, *, voice_flag: bool = False) -> Attac
         size=att.size,
         reader=att.read,
         duration=att.duration,
+        ref=att.url,
     )
 
 
@@ -233,7 +236,7 @@ class DiscordReplier(_DiscordReplier):
     async def send(self, markdown: str) -> Sent:
         """Post a message (a reply to the user's in guilds), pinging nobody."""
         content = _render(markdown)
-        with _rate_limits():
+        with _rate_limits(), _forbidden(self._channel_id):
             msg = await self._channel.send(
                 content,
                 reference=self._take_reference(),  # type: ignore[arg-type]
@@ -245,9 +248,15 @@ class DiscordReplier(_DiscordReplier):
     async def edit(self, sent: Sent, markdown: str) -> Sent:
         """Replace a message's text (Discord does not object to unchanged text)."""
         partial = discord.PartialMessage(channel=self._channel, id=int(sent.id))  # type: ignore[arg-type]
-        with _rate_limits():
+        with _rate_limits(), _forbidden(self._channel_id):
             await partial.edit(content=_render(markdown), allowed_mentions=NO_MENTIONS)
         return Sent(sent.id, markdown)
+
+    async def delete(self, sent: Sent) -> None:
+        """Delete one of our messages (a cut reply left by a crash)."""
+        partial = discord.PartialMessage(channel=self._channel, id=int(sent.id))  # type: ignore[arg-type]
+        with _rate_limits(), _forbidden(self._channel_id):
+            await partial.delete()
 
     async def send_file(self, file: OutFile) -> Sent:
         """Upload one file; kind="voice" becomes a native voice message when Discord allows."""
@@ -287,7 +296,7 @@ class DiscordReplier(_DiscordReplier):
         for i in range(0, len(files), 10):
             batch = files[i : i + 10]
             caption = next((f.caption for f in batch if f.caption), None)
-            with _rate_limits():
+            with _rate_limits(), _forbidden(self._channel_id):
                 msg = await self._channel.send(
                     _render(caption, CAPABILITIES.max_caption) if caption else None,
                     files=[_file(f) for f in batch],
@@ -502,6 +511,15 @@ def _rate_limits() -> Any:
         raise RateLimited(e.retry_after) from None
 
 
+@contextlib.contextmanager
+def _forbidden(channel_id: int) -> Any:
+    """403 on a channel message (bot removed, DMs closed, no permission) is permanent."""
+    try:
+        yield
+    except discord.Forbidden as e:
+        raise ChatForbidden(f"discord channel {channel_id}: {e.status} {e.text}") from None
+
+
 class _Client(discord.Client):
     """discord.Client wired to the adapter's callbacks."""
 
@@ -576,6 +594,59 @@ class DiscordAdapter:
             synced = await self.client.tree.sync()
             log.info("discord: synced %d slash commands", len(synced))
         log.info("discord: connected as %s", self.client.user)
+        await self._catch_up()
+
+    # ------------------------------------------------------------------ crash recovery
+
+    async def _catch_up(self) -> None:
+        """The gateway does not replay what was posted while the bot was down: in channels
+        where it was addressed within [bot] resume_minutes, read the messages after the
+        last one it saw (one page of CATCH_UP_LIMIT) and take them as new."""
+        journal = getattr(self.sink, "journal", None)
+        if journal is None or journal.window <= 0:
+            return
+        cutoff = time.time() - journal.window
+        for key, last in await journal.recent_channels(self.name):
+            target = int(key.thread_id or key.chat_id)
+            try:
+                channel = self.client.get_channel(target) or await self.client.fetch_channel(
+                    target)
+                found = [m async for m in channel.history(  # type: ignore[union-attr]
+                    limit=CATCH_UP_LIMIT, after=discord.Object(int(last)), oldest_first=True)]
+            except discord.HTTPException as e:
+                log.warning("discord: cannot read what was missed in %s: %s %s", key,
+                            e.status, e.text)
+                continue
+            missed = 0
+            for message in found:
+                if message.created_at.timestamp() < cutoff:
+                    log.info("discord: message %s in %s was sent more than "
+                             "bot.resume_minutes ago while the bot was down; not answered",
+                             message.id, key)
+                    continue
+                missed += 1
+                await self.on_message(message)
+            if missed:
+                log.info("discord: %d message(s) posted in %s while the bot was down",
+                         missed, key)
+
+    def replier_for(self, channel: ChannelKey, reply_to: str | None, *,
+                    private: bool) -> DiscordReplier:
+        """A replier for a stored message; in guilds the answer replies to it (a slash
+        command answered after a restart goes to the channel: its token is gone)."""
+        target = int(channel.thread_id or channel.chat_id)
+        partial = self.client.get_partial_messageable(target)
+        reference = None
+        if reply_to is not None and not private:
+            reference = partial.get_partial_message(int(reply_to))
+        return DiscordReplier(self, partial, target, reference)  # type: ignore[arg-type]
+
+    def attachment_reader(self, ref: str) -> Any:
+        """A stored file is read again from its CDN URL."""
+        async def read() -> bytes:
+            return await self.client.http.get_from_cdn(ref)
+
+        return read
 
     async def stop(self) -> None:
         """Close the gateway and HTTP sessions."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ipaddress
+import json
 import logging
 import re
 import time
@@ -33,13 +34,13 @@ from telegram import (
     Update,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application, ApplicationBuilder, TypeHandler
 from telegram.request import HTTPXRequest
 
 from adapters.base import Sink
 from bot.config import Config
-from bot.errors import RateLimited, StartupError, UserError
+from bot.errors import ChatForbidden, RateLimited, StartupError, UserError
 from bot.events import Attachment, AttachmentKind, Author, ChannelKey, Inbound, Quoted
 from bot.render import utf16_len
 from bot.replies import Capabilities, ChatAction, OutFile, Replier, Sent
@@ -165,6 +166,7 @@ class SendLimiter:
 @dataclass
 class _Album:
     messages: list[Message] = field(default_factory=list)
+    receipts: list[str] = field(default_factory=list)
     last: float = 0.0
     task: asyncio.Task[None] | None = None
 
@@ -207,6 +209,8 @@ class TelegramReplier(Replier):
                 await self.adapter.limiter.acquire(self.chat_id)
             try:
                 return await fn(**kwargs)
+            except Forbidden as e:  # removed from the group, or blocked: permanent
+                raise ChatForbidden(f"telegram chat {self.chat_id}: {e.message}") from None
             except RetryAfter as e:
                 delay = _seconds(e)
                 if attempt == RETRIES:
@@ -252,6 +256,11 @@ class TelegramReplier(Replier):
             if "not modified" not in e.message.lower():
                 raise
         return Sent(id=sent.id, text=markdown)
+
+    async def delete(self, sent: Sent) -> None:
+        """deleteMessage (a cut reply left by a crash)."""
+        await self._call(self._bot.delete_message, new_message=False, chat_id=self.chat_id,
+                         message_id=int(sent.id))
 
     async def _with_caption(self, fn: Callable[..., Awaitable[_T]], caption: str | None,
                             **kwargs: Any) -> _T:
@@ -383,7 +392,26 @@ def _caption_forms(caption: str) -> tuple[str, str]:
 
 
 POOL_SIZE = 16
-ALLOWED_UPDATES = [Update.MESSAGE]
+ALLOWED_UPDATES = [Update.MESSAGE, Update.EDITED_MESSAGE]
+
+
+class _JournalQueue(asyncio.Queue[object]):
+    """The Application's update queue: put() stores each Update in the journal first.
+
+    The Updater awaits put() before it acknowledges an update (polling: the next
+    getUpdates offset; webhook: the 200 answer), so only what is stored is acknowledged,
+    and an update Telegram delivers again after a crash is recognised by its id.
+    """
+
+    def __init__(self, adapter: TelegramAdapter) -> None:
+        super().__init__()
+        self.adapter = adapter
+
+    async def put(self, item: object) -> None:
+        """Store, then queue; a known update is dropped (it was handled or is resumed)."""
+        if isinstance(item, Update) and not await self.adapter.record(item):
+            return
+        await super().put(item)
 
 
 class _BoundedRequest(HTTPXRequest):
@@ -443,7 +471,7 @@ class TelegramAdapter:
                                        httpx_kwargs=httpx_kwargs)
         # Our own queue: the Updater puts each update here (polling: before confirming it
         # with the next getUpdates offset; webhook: before answering Telegram's POST).
-        self.update_queue: asyncio.Queue[object] = asyncio.Queue()
+        self.update_queue: asyncio.Queue[object] = _JournalQueue(self)
         self._request = request
         self._updates_request = updates_request
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
@@ -492,6 +520,7 @@ class TelegramAdapter:
         self.bot_id = me.id
         self.bot_username = me.username
         await self._register_commands(sink)
+        await self._requeue_undelivered()
         tg = self.config.telegram
         updater = self.app.updater
         assert updater is not None
@@ -528,6 +557,52 @@ class TelegramAdapter:
         else:
             log.info("telegram: polling as @%s", self.bot_username)
 
+    @property
+    def _journal(self) -> Any:
+        return getattr(self._sink, "journal", None)
+
+    async def record(self, update: Update) -> bool:
+        """Store an update before it is acknowledged; False when it is known already."""
+        journal = self._journal
+        if journal is None:
+            return True
+        msg = update.message or update.edited_message
+        channel = message_id = None
+        if msg is not None:
+            channel = str(ChannelKey("telegram", str(msg.chat.id), _thread_str(msg)))
+            message_id = str(msg.message_id)
+        return bool(await journal.delivered(
+            "telegram", str(update.update_id), channel=channel, message_id=message_id,
+            raw=update.to_json()))
+
+    async def _requeue_undelivered(self) -> None:
+        """Updates stored (and acknowledged) by the last run but never handed over: queued
+        again before polling starts, so they come before anything new."""
+        journal = self._journal
+        if journal is None:
+            return
+        raws = await journal.undelivered("telegram")
+        for raw in raws:
+            update = Update.de_json(json.loads(raw), self.app.bot)
+            asyncio.Queue.put_nowait(self.update_queue, update)  # not stored again
+        if raws:
+            log.info("telegram: %d update(s) received before the restart are handled first",
+                     len(raws))
+
+    def replier_for(self, channel: ChannelKey, reply_to: str | None, *,
+                    private: bool) -> TelegramReplier:
+        """A replier for a stored message: chat, topic and reply target from the key."""
+        return TelegramReplier(self, int(channel.chat_id),
+                               int(channel.thread_id) if channel.thread_id else None,
+                               int(reply_to) if reply_to else None, private)
+
+    def attachment_reader(self, ref: str) -> Callable[[], Awaitable[bytes]]:
+        """A stored file is read again by its file_id."""
+        async def read() -> bytes:
+            return await self._download(ref)
+
+        return read
+
     def _rejected_token(self) -> StartupError:
         return StartupError(
             "Telegram rejected TELEGRAM_BOT_TOKEN (copy it again from @BotFather, or issue a "
@@ -561,7 +636,8 @@ class TelegramAdapter:
                     album.task.cancel()
                 if self._sink is not None:
                     try:
-                        await self._deliver(sorted(album.messages, key=lambda m: m.message_id))
+                        await self._deliver(sorted(album.messages, key=lambda m: m.message_id),
+                                            _in_order(album))
                     except Exception:
                         log.exception("telegram: could not deliver an album at shutdown")
             await self.app.shutdown()
@@ -585,16 +661,37 @@ class TelegramAdapter:
 
     async def _on_update(self, update: Update, _context: Any = None) -> None:
         """The one handler: every Update the Application dispatches comes through here."""
+        receipt = str(update.update_id)
         try:
             msg = update.message
+            if msg is None and update.edited_message is not None:
+                await self._edited(update.edited_message, receipt)
+                return
             if msg is None or not self._wanted(msg):
+                await self._drop(receipt)
                 return
             if msg.media_group_id:
-                self._add_to_album(msg)
+                self._add_to_album(msg, receipt)
                 return
-            await self._deliver([msg])
+            await self._deliver([msg], [receipt])
         except Exception:
             log.exception("telegram: could not handle update %s", update.update_id)
+
+    async def _drop(self, receipt: str) -> None:
+        journal = self._journal
+        if journal is not None:
+            await journal.dropped("telegram", [receipt])
+
+    async def _edited(self, msg: Message, receipt: str) -> None:
+        """An edited message goes to the router, which answers it in its new form if the
+        original is still waiting and ignores it otherwise (see the README)."""
+        edit = getattr(self._sink, "edit", None)
+        if edit is None or msg.media_group_id or not self._wanted(msg):
+            await self._drop(receipt)
+            return
+        inbound = self._inbound([msg])
+        inbound.receipts = (receipt,)
+        await edit(inbound)
 
     def _wanted(self, msg: Message) -> bool:
         """Drop service messages and bots (ourselves included); keep anonymous admins."""
@@ -603,15 +700,16 @@ class TelegramAdapter:
             return False
         if user.is_bot and not _anonymous_admin(msg):
             return False
-        return bool(msg.text or msg.caption or _media_of(msg))
+        return bool(msg.text or msg.caption or _media_of(msg) or _unusable(msg))
 
-    def _add_to_album(self, msg: Message) -> None:
+    def _add_to_album(self, msg: Message, receipt: str) -> None:
         key = (msg.chat.id, str(msg.media_group_id))
         album = self._albums.get(key)
         if album is None:
             album = self._albums[key] = _Album()
             album.task = asyncio.create_task(self._album_timer(key))
         album.messages.append(msg)
+        album.receipts.append(receipt)
         album.last = time.monotonic()
 
     async def _album_timer(self, key: tuple[int, str]) -> None:
@@ -624,15 +722,17 @@ class TelegramAdapter:
                     break
                 await asyncio.sleep(remaining)
             album = self._albums.pop(key)
-            await self._deliver(sorted(album.messages, key=lambda m: m.message_id))
+            await self._deliver(sorted(album.messages, key=lambda m: m.message_id),
+                                _in_order(album))
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("telegram: could not deliver an album")
 
-    async def _deliver(self, messages: list[Message]) -> None:
+    async def _deliver(self, messages: list[Message], receipts: list[str]) -> None:
         assert self._sink is not None
         inbound = self._inbound(messages)
+        inbound.receipts = tuple(receipts)
         replier = TelegramReplier(self, messages[0].chat.id, _thread_of(messages[0]),
                                   messages[0].message_id, inbound.is_private)
         await self._sink.submit(inbound, replier)
@@ -675,6 +775,7 @@ class TelegramAdapter:
             addressed=is_private or mentioned or replied_to_us or command is not None,
             command=command,
             language=user.language_code,
+            unsupported=None if text or attachments else _unusable(first),
         )
 
     def _mentions_us(self, msg: Message) -> bool:
@@ -755,7 +856,7 @@ class TelegramAdapter:
             return await self._download(file_id)
 
         return Attachment(kind=kind, filename=filename, mime=mime, size=size, reader=read,
-                          duration=duration, max_size=MAX_DOWNLOAD)
+                          duration=duration, max_size=MAX_DOWNLOAD, ref=file_id)
 
     async def _download(self, file_id: str) -> bytes:
         """getFile + download; errors are re-raised without the token-bearing URL."""
@@ -780,6 +881,23 @@ class TelegramAdapter:
 def _media_of(msg: Message) -> bool:
     return bool(msg.photo or msg.document or msg.voice or msg.audio or msg.video_note
                 or msg.video)
+
+
+def _unusable(msg: Message) -> str | None:
+    """What a message is when it carries nothing the bot can read or hear."""
+    if msg.sticker:
+        return "stickers"
+    if msg.location or msg.venue:
+        return "locations"
+    if msg.contact:
+        return "contacts"
+    return None
+
+
+def _in_order(album: _Album) -> list[str]:
+    """An album's update ids, the first message's first (it carries the album)."""
+    first = min(range(len(album.messages)), key=lambda i: album.messages[i].message_id)
+    return [album.receipts[first]] + [r for i, r in enumerate(album.receipts) if i != first]
 
 
 def _thread_of(msg: Message) -> int | None:

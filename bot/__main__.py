@@ -85,6 +85,7 @@ async def start_app(
     """Open storage, build the router and start each adapter."""
     from bot.ai import AI, Tokenizer
     from bot.doctor import database_access_error, explain_database_error
+    from bot.journal import Journal
     from bot.router import Router
     from bot.store import Store
     from bot.usage import Meter
@@ -103,7 +104,10 @@ async def start_app(
     meter = Meter(config, store)
     await meter.open()
     ai = AI(config, tokenizer or Tokenizer(config.chat.tokenizer), meter=meter)
-    router = Router(config, store, ai, registry())
+    journal = Journal(store, config)
+    unanswered = await journal.recover()  # what the last run left (crash recovery)
+    router = Router(config, store, ai, registry(), journal)
+    router.hold()  # what arrives while starting waits behind the messages left unanswered
     app = App(config, store, ai, router)
     try:
         from bot import memory
@@ -121,10 +125,13 @@ async def start_app(
             # the failed adapter may hold sessions of its own ("Unclosed client session")
             with contextlib.suppress(Exception):
                 await adapter.stop()
+            router.release()
             await app.stop()
             raise
         app.adapters.append(adapter)
         log.info("%s adapter started", adapter.name)
+    # messages a crash left unanswered go first in their channels, then everything flows
+    router.release(await journal.restore(unanswered, {a.name: a for a in adapters}))
     # in the background: a slow or absent AI server never delays start-up; begun once the
     # platforms are up, so a failed start-up is one line, not a probe warning as well
     ai.start_probe()

@@ -29,6 +29,8 @@ class BotSection:
     group_trigger: str = "mention"
     record_unaddressed: bool = True
     log_level: str = "INFO"
+    # after a crash, unanswered messages younger than this are answered (0: none are)
+    resume_minutes: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,6 +440,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("config: images.size must be auto, square, landscape, portrait or "
                           f"WIDTHxHEIGHT such as 1024x1024 (got {config.images.size!r})")
     _validate_assistant(config.assistant)
+    if config.bot.resume_minutes > 1440:
+        raise ConfigError("config: bot.resume_minutes must be between 0 and 1440 (a day)")
     if not config.secrets.telegram_api_url.startswith(("http://", "https://")):
         raise ConfigError("TELEGRAM_API_URL must start with http:// or https://")
     _validate_webhook(config.telegram)

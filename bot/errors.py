@@ -34,6 +34,14 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+class ChatForbidden(Exception):
+    """The platform refuses every message to this chat (the bot was removed or blocked).
+
+    Permanent: the reply is dropped with one log line, never retried and never answered
+    with an error message into the same chat.
+    """
+
+
 class StartupError(Exception):
     """The bot cannot start (a platform rejected its token, or is unreachable).
 

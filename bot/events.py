@@ -73,6 +73,9 @@ class Attachment:
     # a recording the user made in the chat app to be heard (set by the adapter, e.g. for
     # Telegram's round video notes): listened to and answered like a voice note
     voice_note: bool = False
+    # the platform's handle for the file (Telegram file_id, Discord CDN URL, a local path):
+    # what the journal keeps so that a message answered after a restart still has its files
+    ref: str | None = None
 
     async def read(self) -> bytes:
         """Download the file, refusing anything over the size limit before and after."""
@@ -115,3 +118,8 @@ class Inbound:
     command: CommandCall | None = None
     # the sender's interface language (IETF code, e.g. "de") when the platform says
     language: str | None = None
+    # the platform's delivery ids this message came in (Telegram update ids, several for an
+    # album): the journal ties the stored updates to the message
+    receipts: tuple[str, ...] = ()
+    # what the message was when it carries nothing the bot can use ("stickers", ...)
+    unsupported: str | None = None

@@ -11,18 +11,22 @@ import asyncio
 import logging
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.ai import AI
 from bot.commands import CommandTable, spec_of
 from bot.config import Config
 from bot.context import Context, listed
-from bot.errors import UserError
+from bot.errors import ChatForbidden, UserError
 from bot.events import Inbound
 from bot.replies import Replier
 from bot.store import Store
 from bot.usage import CALLER, Caller
+
+if TYPE_CHECKING:
+    from bot.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +51,17 @@ class Registry:
 class Router:
     """Receives Inbounds from every adapter and runs the right handler."""
 
-    def __init__(self, config: Config, store: Store, ai: AI, registry: Registry) -> None:
+    def __init__(self, config: Config, store: Store, ai: AI, registry: Registry,
+                 journal: Journal | None = None) -> None:
         self.config = config
         self.store = store
         self.ai = ai
         self.registry = registry
+        # records every message until answered (crash recovery, bot/journal.py)
+        self.journal = journal
+        # while held (start-up), messages are queued but not worked on, so that those a
+        # crash left unanswered can still go ahead of them (release())
+        self._held = False
         self.commands = CommandTable([spec_of(h) for h in registry.commands], config)
         self._queues: dict[str, deque[tuple[Inbound, Replier]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -67,21 +77,32 @@ class Router:
         if self._closing:
             log.info("shutting down; dropping message %s", inbound.id)
             return
+        if self.journal is not None:
+            journaled = await self.journal.receive(inbound, replier)
+            if journaled is None:
+                return  # a re-delivery of a message handled before
+            replier = journaled
         self.received += 1
         if self._is_immediate(inbound):
             # e.g. /cancel: it must not wait behind the run it is meant to stop
-            task = asyncio.create_task(self.handle(inbound, replier), name="immediate")
+            task = asyncio.create_task(self._run(inbound, replier), name="immediate")
             self._immediate.add(task)
             self._idle.clear()
             task.add_done_callback(self._immediate_done)
             return
+        self._enqueue(inbound, replier)
+
+    def _enqueue(self, inbound: Inbound, replier: Replier, *, front: bool = False) -> None:
         key = str(inbound.channel)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque()
-        queue.append((inbound, replier))
+        if front:
+            queue.appendleft((inbound, replier))
+        else:
+            queue.append((inbound, replier))
         self._idle.clear()
-        if key not in self._workers:
+        if key not in self._workers and not self._held:
             self._workers[key] = asyncio.create_task(self._work(key), name=f"channel {key}")
 
     def _is_immediate(self, inbound: Inbound) -> bool:
@@ -96,13 +117,49 @@ class Router:
         if not self._workers and not self._immediate:
             self._idle.set()
 
+    def hold(self) -> None:
+        """Queue what arrives but answer nothing until release() (start-up)."""
+        self._held = True
+
+    def release(self, first: Sequence[tuple[Inbound, Replier]] = ()) -> None:
+        """Put `first` (messages a crash left unanswered, oldest first) ahead of everything
+        queued in their channels, then start answering."""
+        for inbound, replier in reversed(first):
+            self._enqueue(inbound, replier, front=True)
+        self._held = False
+        for key in list(self._queues):
+            if key not in self._workers:
+                self._workers[key] = asyncio.create_task(self._work(key), name=f"channel {key}")
+        if not self._queues and not self._immediate:
+            self._idle.set()
+
+    async def edit(self, inbound: Inbound) -> bool:
+        """An edited message: a message still waiting is answered in its new form; the edit
+        of one answered (or being answered) is ignored. True when it was applied."""
+        key = str(inbound.channel)
+        queue = self._queues.get(key)
+        replaced: Replier | None = None
+        if queue:
+            busy = key in self._workers  # the head of a worked queue is being answered
+            for i, (old, replier) in enumerate(queue):
+                if old.id == inbound.id and (i > 0 or not busy):
+                    queue[i] = (inbound, replier)
+                    replaced = replier
+                    break
+        if replaced is None:
+            log.info("edit of message %s in %s ignored: it was answered already",
+                     inbound.id, inbound.channel)
+        if self.journal is not None:
+            await self.journal.edited(inbound, replaced)
+        return replaced is not None
+
     async def _work(self, key: str) -> None:
         queue = self._queues[key]
         try:
             while queue:
                 inbound, replier = queue[0]
                 try:
-                    await self.handle(inbound, replier)
+                    await self._run(inbound, replier)
                 finally:
                     queue.popleft()
         finally:
@@ -110,6 +167,13 @@ class Router:
             del self._queues[key]
             if not self._workers and not self._immediate:
                 self._idle.set()
+
+    async def _run(self, inbound: Inbound, replier: Replier) -> None:
+        """Handle one message, under its journal entry when there is a journal."""
+        if self.journal is not None:
+            await self.journal.run(inbound, replier, self.handle)
+        else:
+            await self.handle(inbound, replier)
 
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Until no channel has pending work (tests, benchmarks, shutdown)."""
@@ -156,6 +220,9 @@ class Router:
                     await self.registry.passive(ctx)
                 return
             await self._dispatch(ctx)
+        except ChatForbidden as e:
+            log.info("%s refuses messages from the bot (removed or blocked): %s; reply to %s "
+                     "dropped", inbound.channel, e, inbound.id)
         except UserError as e:
             log.info("user error in %s: %s", inbound.channel, e.message)
             await self._say(ctx, e.message)
@@ -212,5 +279,7 @@ class Router:
                 log.exception("could not edit the placeholder in %s", ctx.channel)
         try:
             await ctx.reply.reply_long(text)
+        except ChatForbidden as e:
+            log.info("could not deliver a reply: the chat refuses the bot (%s)", e)
         except Exception:
             log.exception("could not deliver a reply")

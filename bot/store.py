@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,64 @@ MIGRATIONS: list[str] = [
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 6: the inbox journal (issue #11): every inbound message from the moment it reached the
+    # bot until it is answered, so that a restart answers what a crash left undone, once
+    """
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform TEXT NOT NULL,
+        key TEXT NOT NULL,
+        channel TEXT,
+        message_id TEXT,
+        state TEXT NOT NULL CHECK (state IN ('received', 'answering', 'answered', 'merged',
+                                              'skipped', 'expired', 'failed')),
+        raw TEXT,
+        inbound TEXT,
+        addressed INTEGER NOT NULL DEFAULT 0,
+        reply_ids TEXT NOT NULL DEFAULT '[]',
+        partial TEXT NOT NULL DEFAULT '',
+        received REAL NOT NULL,
+        updated REAL NOT NULL,
+        UNIQUE (platform, key)
+    );
+    CREATE INDEX inbox_open ON inbox (state) WHERE state IN ('received', 'answering');
+    CREATE INDEX inbox_message ON inbox (platform, channel, message_id);
+    CREATE INDEX inbox_received ON inbox (platform, received);
+    ALTER TABLE turns ADD COLUMN inbox_id INTEGER;
+    CREATE INDEX turns_inbox ON turns (inbox_id) WHERE inbox_id IS NOT NULL;
+    -- the answer and the end of its message's journal entry are one write: a crash can
+    -- never leave an answer in history whose message would be answered again
+    CREATE TRIGGER turns_answer_ends_inbox AFTER INSERT ON turns
+    WHEN NEW.inbox_id IS NOT NULL AND NEW.role = 'assistant'
+    BEGIN
+        UPDATE inbox SET state = 'answered', updated = NEW.created WHERE id = NEW.inbox_id;
+    END;
+    """,
 ]
+
+# The inbox entry of the message being handled, set by bot/journal.py around its handler
+# (asyncio tasks the handler starts inherit it): every turn written meanwhile is tied to
+# that message, and the answer's turn closes the entry in the same statement.
+current_inbox: ContextVar[int | None] = ContextVar("current_inbox", default=None)
+OPEN_STATES = ("received", "answering")
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """One journal entry: an inbound message and how far its answer got."""
+
+    id: int
+    platform: str
+    key: str
+    channel: str | None
+    message_id: str | None
+    state: str
+    raw: str | None
+    inbound: str | None
+    addressed: bool
+    reply_ids: tuple[str, ...]
+    partial: str
+    received: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,12 +502,17 @@ class Store:
         tools: str | None = None,
     ) -> int:
         """Store one message of the conversation and return its id (`tools`: the JSON tool
-        rounds that led to an assistant turn)."""
+        rounds that led to an assistant turn).
+
+        Under a journal entry (current_inbox) the turn is tied to it; an assistant turn
+        also marks the entry answered, in the same statement (a trigger).
+        """
         cur = await self.db.execute(
             "INSERT INTO turns (channel, role, author_id, author_name, content, tokens,"
-            " message_id, addressed, created, tools) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " message_id, addressed, created, tools, inbox_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (channel, role, author_id, author_name, content, tokens, message_id,
-             int(addressed), time.time(), tools),
+             int(addressed), time.time(), tools, current_inbox.get()),
         )
         return int(cur.lastrowid or 0)
 
@@ -1005,6 +1068,154 @@ class Store:
         rows = await self.db.execute_fetchall(
             "SELECT COUNT(*) FROM memory_vectors WHERE channel = ?", (channel,))
         return int(rows[0][0]) if rows else 0
+
+    # --- inbox journal (crash recovery, bot/journal.py) ------------------------------------
+
+    _INBOX_COLUMNS = ("id, platform, key, channel, message_id, state, raw, inbound, addressed,"
+                      " reply_ids, partial, received")
+
+    @staticmethod
+    def _inbox_row(r: Any) -> InboxRow:
+        return InboxRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]),
+                        tuple(json.loads(r[9])), r[10], r[11])
+
+    async def inbox_add(self, platform: str, key: str, *, channel: str | None,
+                        message_id: str | None, raw: str | None = None,
+                        inbound: str | None = None, addressed: bool = False,
+                        state: str = "received") -> int | None:
+        """Record a delivery; None when (platform, key) is already known (a re-delivery)."""
+        now = time.time()
+        cur = await self.db.execute(
+            "INSERT INTO inbox (platform, key, channel, message_id, state, raw, inbound,"
+            " addressed, received, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (platform, key) DO NOTHING",
+            (platform, key, channel, message_id, state, raw, inbound, int(addressed), now, now),
+        )
+        return int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None
+
+    async def inbox_bind(self, platform: str, keys: list[str], *, channel: str,
+                         message_id: str, inbound: str, addressed: bool) -> int | None:
+        """Attach a built message to its stored deliveries (the first carries it, the rest
+        of an album are 'merged'); None when it was bound before (handled already)."""
+        cur = await self.db.execute(
+            "UPDATE inbox SET channel = ?, message_id = ?, inbound = ?, addressed = ?,"
+            " updated = ? WHERE platform = ? AND key = ? AND inbound IS NULL"
+            " AND state = 'received' RETURNING id",
+            (channel, message_id, inbound, int(addressed), time.time(), platform, keys[0]),
+        )
+        row = await cur.fetchone()
+        await cur.close()
+        if row is None:
+            return None
+        for key in keys[1:]:
+            await self.db.execute(
+                "UPDATE inbox SET state = 'merged', updated = ? WHERE platform = ? AND key = ?",
+                (time.time(), platform, key))
+        return int(row[0])
+
+    async def inbox_set_state(self, ids: list[int], state: str,
+                              only_open: bool = False) -> None:
+        """Move entries to a state (only_open: leave finished ones as they are)."""
+        sql = "UPDATE inbox SET state = ?, updated = ? WHERE id = ?"
+        if only_open:
+            sql += " AND state IN ('received', 'answering')"
+        now = time.time()
+        for i in ids:
+            await self.db.execute(sql, (state, now, i))
+
+    async def inbox_keys_state(self, platform: str, keys: list[str], state: str) -> None:
+        """Finish stored deliveries by their platform key (dropped or merged updates)."""
+        now = time.time()
+        for key in keys:
+            await self.db.execute(
+                "UPDATE inbox SET state = ?, updated = ? WHERE platform = ? AND key = ?"
+                " AND state IN ('received', 'answering')", (state, now, platform, key))
+
+    async def inbox_progress(self, inbox_id: int, reply_ids: list[str], partial: str) -> None:
+        """The messages sent so far for an answer and their text (to finish a cut reply)."""
+        await self.db.execute(
+            "UPDATE inbox SET reply_ids = ?, partial = ?, updated = ? WHERE id = ?",
+            (json.dumps(reply_ids), partial, time.time(), inbox_id))
+
+    async def inbox_set_inbound(self, inbox_id: int, inbound: str) -> None:
+        """Replace the stored message (an edit arrived before it was answered)."""
+        await self.db.execute("UPDATE inbox SET inbound = ?, updated = ? WHERE id = ?",
+                              (inbound, time.time(), inbox_id))
+
+    async def inbox_row(self, inbox_id: int) -> InboxRow | None:
+        """One entry by id."""
+        rows = await self.db.execute_fetchall(
+            f"SELECT {self._INBOX_COLUMNS} FROM inbox WHERE id = ?", (inbox_id,))
+        return self._inbox_row(rows[0]) if rows else None
+
+    async def inbox_open(self, *, undelivered: bool = False,
+                         platform: str | None = None) -> list[InboxRow]:
+        """Unfinished entries, oldest first: built messages, or (undelivered) stored
+        deliveries that never became one (killed between storing and handing over)."""
+        sql = (f"SELECT {self._INBOX_COLUMNS} FROM inbox WHERE state IN ('received',"
+               " 'answering') AND inbound IS " + ("NULL AND raw IS NOT NULL" if undelivered
+                                                  else "NOT NULL"))
+        params: tuple[Any, ...] = ()
+        if platform is not None:
+            sql += " AND platform = ?"
+            params = (platform,)
+        rows = await self.db.execute_fetchall(sql + " ORDER BY id", params)
+        return [self._inbox_row(r) for r in rows]
+
+    async def inbox_expire(self, before: float) -> list[InboxRow]:
+        """Give up on unfinished entries received before `before`; returns them (to log)."""
+        rows = await self.db.execute_fetchall(
+            f"SELECT {self._INBOX_COLUMNS} FROM inbox WHERE state IN ('received', 'answering')"
+            " AND received < ? ORDER BY id", (before,))
+        if rows:
+            await self.db.execute(
+                "UPDATE inbox SET state = 'expired', updated = ? WHERE state IN ('received',"
+                " 'answering') AND received < ?", (time.time(), before))
+        return [self._inbox_row(r) for r in rows]
+
+    async def inbox_prune(self, before: float) -> int:
+        """Forget finished entries received before `before` (the turns stay)."""
+        cur = await self.db.execute(
+            "DELETE FROM inbox WHERE received < ? AND state NOT IN ('received', 'answering')",
+            (before,))
+        return cur.rowcount
+
+    async def inbox_find(self, platform: str, channel: str, message_id: str) -> InboxRow | None:
+        """The entry that carries a message (for edits)."""
+        rows = await self.db.execute_fetchall(
+            f"SELECT {self._INBOX_COLUMNS} FROM inbox WHERE platform = ? AND channel = ?"
+            " AND message_id = ? AND inbound IS NOT NULL ORDER BY id LIMIT 1",
+            (platform, channel, message_id))
+        return self._inbox_row(rows[0]) if rows else None
+
+    async def inbox_discard_turns(self, inbox_id: int) -> int:
+        """Remove the user turns an unanswered message left in history (it is handled again
+        and stores them again), with their images; returns how many."""
+        rows = await self.db.execute_fetchall(
+            "SELECT id FROM turns WHERE inbox_id = ? AND role = 'user'", (inbox_id,))
+        for (turn_id,) in rows:
+            await self.db.execute("DELETE FROM images WHERE turn_id = ?", (turn_id,))
+            await self.db.execute("DELETE FROM turns WHERE id = ?", (turn_id,))
+        return len(rows)
+
+    async def inbox_answer_stored(self, inbox_id: int) -> bool:
+        """Whether the message's answer is in history."""
+        rows = await self.db.execute_fetchall(
+            "SELECT 1 FROM turns WHERE inbox_id = ? AND role = 'assistant' LIMIT 1",
+            (inbox_id,))
+        return bool(rows)
+
+    async def inbox_channels(self, platform: str, since: float) -> list[tuple[str, str]]:
+        """(channel, newest message id seen) of channels where the bot was addressed since
+        `since`; message ids compared as numbers (Discord snowflakes)."""
+        rows = await self.db.execute_fetchall(
+            "SELECT channel, (SELECT message_id FROM inbox i2 WHERE i2.platform = i.platform"
+            " AND i2.channel = i.channel ORDER BY CAST(i2.message_id AS INTEGER) DESC LIMIT 1)"
+            " FROM inbox i WHERE platform = ? AND received >= ? AND addressed = 1"
+            " AND channel IS NOT NULL GROUP BY channel",
+            (platform, since))
+        return [(r[0], r[1]) for r in rows if r[1] is not None]
+
 
 
 def _workspace_file(r: Any) -> WorkspaceFile:

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Generic, Protocol, TypeVar
 
-from bot.errors import RateLimited
+from bot.errors import ChatForbidden, RateLimited
 from bot.render import fence_open
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ class ReplyStream(Generic[S]):
                 except RateLimited as e:
                     await asyncio.sleep(e.retry_after)
                     self._dirty.set()
+                except ChatForbidden:
+                    return  # permanent; finish() reports it
                 except Exception:
                     log.warning("intermediate stream update failed", exc_info=True)
         except asyncio.CancelledError:
@@ -167,6 +169,8 @@ class ReplyStream(Generic[S]):
                 return self.sent
             except RateLimited as e:
                 await asyncio.sleep(e.retry_after)
+            except ChatForbidden:
+                raise  # the chat refuses the bot: retrying cannot help
             except Exception:
                 if attempt == FINAL_ATTEMPTS - 1:
                     raise

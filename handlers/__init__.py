@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from bot.router import Registry
-from handlers import admin, assistant, chat, images, memory, speech, tools, usage, vision, voice
+from handlers import (
+    admin,
+    assistant,
+    chat,
+    images,
+    memory,
+    speech,
+    tools,
+    unusable,
+    usage,
+    vision,
+    voice,
+)
 
 
 def registry() -> Registry:
@@ -18,7 +30,8 @@ def registry() -> Registry:
                   usage.usage_cmd, usage.budget_cmd,
                   tools.json_cmd, tools.seed_cmd, tools.temperature_cmd, tools.info_cmd,
                   memory.search_cmd, memory.forget_cmd],
-        messages=[(voice.wants_audio, voice.voice_message),
+        messages=[(unusable.wants_unusable, unusable.unusable),
+                  (voice.wants_audio, voice.voice_message),
                   (assistant.wants_document, assistant.document),
                   (vision.wants_images, speech.spoken(vision.vision)),
                   (chat.wants_text, assistant.with_workspace(speech.spoken(chat.chat)))],
