@@ -228,6 +228,10 @@ class DiscordReplier(_DiscordReplier):
         super().__init__(adapter, channel_id)
         self._channel = channel
         self._reference = reference
+        # idempotency key of the next send (set by the journal): Discord returns the message
+        # an earlier send with the same nonce created, so a send repeated after a crash
+        # finds the message the lost one made instead of making a second
+        self.nonce: str | None = None
 
     def _take_reference(self) -> discord.MessageReference | None:
         ref, self._reference = self._reference, None
@@ -236,13 +240,17 @@ class DiscordReplier(_DiscordReplier):
     async def send(self, markdown: str) -> Sent:
         """Post a message (a reply to the user's in guilds), pinging nobody."""
         content = _render(markdown)
+        nonce, self.nonce = self.nonce, None
         with _rate_limits(), _forbidden(self._channel_id):
             msg = await self._channel.send(
                 content,
                 reference=self._take_reference(),  # type: ignore[arg-type]
                 mention_author=False,
                 allowed_mentions=NO_MENTIONS,
+                **({"nonce": nonce} if nonce else {}),
             )
+            if nonce and msg.content != content:  # the message an earlier, lost send made
+                await msg.edit(content=content, allowed_mentions=NO_MENTIONS)
         return Sent(str(msg.id), markdown)
 
     async def edit(self, sent: Sent, markdown: str) -> Sent:

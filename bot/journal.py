@@ -149,7 +149,7 @@ class JournaledReplier(Replier):
     cut reply's messages are reused (edited) by the new answer, and leftovers deleted."""
 
     def __init__(self, inner: Replier, journal: Journal, entry_id: int,
-                 stale: tuple[str, ...] = ()) -> None:
+                 stale: tuple[str, ...] = (), message_id: str = "") -> None:
         self.inner = inner
         self.capabilities = inner.capabilities
         self.action_interval = inner.action_interval
@@ -160,6 +160,11 @@ class JournaledReplier(Replier):
         self._ids: list[str] = []
         self._texts: dict[str, str] = {}
         self._stale = list(stale)
+        self._sends = len(stale)
+        # nonces (where the adapter takes one, at most 25 characters) name this answer's n-th
+        # new message across restarts; the message id keeps them apart from another
+        # database's entry of the same number
+        self._salt = f"{entry_id}.{message_id[-8:]}"
         # a platform without edits cannot fix the cut reply: the answer says so instead
         self._note = bool(stale) and not inner.capabilities.edits
 
@@ -197,6 +202,9 @@ class JournaledReplier(Replier):
                 log.info("could not reuse cut message %s (%s); removing it", old.id, e)
                 await self._remove(old)
         if sent is None:
+            if hasattr(self.inner, "nonce"):
+                self.inner.nonce = f"{self._salt}.{self._sends}"
+            self._sends += 1
             sent = await self._guard(self.inner.send(markdown))
         await self._record(sent, markdown)
         return sent
@@ -316,7 +324,7 @@ class Journal:
             log.info("message %s in %s was received before; not answered again", inbound.id,
                      inbound.channel)
             return None
-        return JournaledReplier(replier, self, entry)
+        return JournaledReplier(replier, self, entry, message_id=inbound.id)
 
     async def edited(self, inbound: Inbound, replaced: Replier | None) -> None:
         """An edit: stored as the message's new form when it was still waiting."""
@@ -396,7 +404,8 @@ class Journal:
                      if row.reply_ids else "")
             if removed:
                 log.debug("removed %d turn(s) it had left in history", removed)
-            out.append((inbound, JournaledReplier(inner, self, row.id, row.reply_ids)))
+            out.append((inbound, JournaledReplier(inner, self, row.id, row.reply_ids,
+                                                  inbound.id)))
         return out
 
     async def recent_channels(self, platform: str) -> list[tuple[ChannelKey, str]]:

@@ -60,6 +60,8 @@ INTENT_MESSAGE_CONTENT = 1 << 15
 REQUIRED_INTENTS = INTENT_GUILD_MESSAGES | INTENT_DIRECT_MESSAGES | INTENT_MESSAGE_CONTENT
 ALL_INTENTS = (1 << 26) - 1
 
+# how long enforce_nonce remembers a nonce ("the past few minutes" in the docs)
+NONCE_WINDOW = 300.0
 OPTION_TYPES = range(1, 12)  # SUB_COMMAND .. ATTACHMENT
 SUB_COMMAND, SUB_COMMAND_GROUP, STRING, INTEGER, NUMBER, ATTACHMENT = 1, 2, 3, 4, 10, 11
 VALUE_TYPES = range(3, 12)  # what a subcommand's options may be
@@ -277,6 +279,7 @@ class FakeDiscord:
         }
         self._dms: dict[int, int] = {}
         self._messages: dict[int, dict[str, Any]] = {}
+        self._nonces: dict[str, tuple[int, float]] = {}  # the bot's nonces: (message, when)
         self._bot_messages: dict[int, FakeMessage] = {}
         self._blobs: dict[int, tuple[bytes, str, str]] = {}
         self._uploads: dict[str, bytes | None] = {}
@@ -454,9 +457,15 @@ class FakeDiscord:
         is_bot: bool = False,
         dm: bool = False,
         message_type: int = 0,
+        while_down: bool = False,
     ) -> dict[str, Any]:
-        """A user posts a message: dispatch MESSAGE_CREATE with a real Message object."""
-        self._require_session("user_message")
+        """A user posts a message: dispatch MESSAGE_CREATE with a real Message object.
+
+        while_down: the bot is not connected; the message is only stored in the channel
+        (a new gateway session does not replay it; GET .../messages lists it).
+        """
+        if not while_down:
+            self._require_session("user_message")
         author = self._user(author_id, username, global_name, is_bot)
         if dm:
             channel_id = self.dm_channel(author_id)
@@ -1381,9 +1390,32 @@ class FakeDiscord:
             raise _form_error(
                 {"limit": _field_error("NUMBER_TYPE_MAX", "int value should be <= 100 and >= 1.")}
             )
+        anchors = {k: request.query[k] for k in ("around", "before", "after")
+                   if k in request.query}
+        for name, value in anchors.items():
+            if not value.isdigit():
+                raise _form_error({name: _field_error(
+                    "NUMBER_TYPE_COERCE", f'Value "{value}" is not snowflake.')})
+        if len(anchors) > 1:  # "mutually exclusive, only one may be passed at a time"
+            raise _err(400, 50035, "Invalid Form Body")
         msgs = [m for m in self._messages.values() if m["channel_id"] == channel]
-        msgs.sort(key=lambda m: int(m["id"]), reverse=True)
-        return 200, msgs[:limit], None
+        msgs.sort(key=lambda m: int(m["id"]))  # oldest first while selecting
+        if "after" in anchors:
+            pivot = int(anchors["after"])
+            msgs = [m for m in msgs if int(m["id"]) > pivot][:limit]
+        elif "around" in anchors:
+            pivot = int(anchors["around"])
+            older = [m for m in msgs if int(m["id"]) < pivot]
+            newer = [m for m in msgs if int(m["id"]) >= pivot]
+            half = limit // 2
+            msgs = older[max(0, len(older) - half):] + newer[: limit - min(half, len(older))]
+        else:
+            if "before" in anchors:
+                pivot = int(anchors["before"])
+                msgs = [m for m in msgs if int(m["id"]) < pivot]
+            msgs = msgs[max(0, len(msgs) - limit):]
+        # the API answers newest first, whichever anchor was given
+        return 200, list(reversed(msgs)), None
 
     async def _get_message(
         self, request: web.Request, channel: str, message: str
@@ -1649,7 +1681,23 @@ class FakeDiscord:
         chan = self._api_channel(channel)
         payload, files = await self._read_message_body(request)
         content, atts, flags = self._validate_payload(payload, files, int(chan["id"]))
+        nonce = payload.get("nonce")
+        if nonce is not None:
+            if isinstance(nonce, bool) or not isinstance(nonce, int | str) or (
+                    isinstance(nonce, str) and len(nonce) > 25):
+                raise _form_error({"nonce": _field_error(
+                    "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 25 in length.")})
+            # enforce_nonce: "If another message was created by the same author with the same
+            # nonce [in the past few minutes], that message will be returned and no new
+            # message will be created."
+            earlier = self._nonces.get(str(nonce))
+            if (payload.get("enforce_nonce") and earlier is not None
+                    and time.monotonic() - earlier[1] < NONCE_WINDOW
+                    and earlier[0] in self._messages):
+                return 200, self._messages[earlier[0]], payload
         msg = self._create_bot_message(int(chan["id"]), content, atts, flags, payload)
+        if nonce is not None:
+            self._nonces[str(nonce)] = (int(msg["id"]), time.monotonic())
         return 200, msg, payload
 
     async def _patch_message(

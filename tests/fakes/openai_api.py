@@ -740,6 +740,10 @@ class FakeOpenAI:
         self._served: dict[str, bytes] = {}
         self._cond = asyncio.Condition()
         self._stopping = asyncio.Event()
+        # hold(): streams pause at a point until release() (kill tests); `held` counts them
+        self._hold_at: int | None = None
+        self._gate = asyncio.Event()
+        self.held = 0
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._routes: dict[tuple[str, str], Callable[[web.Request], Awaitable[web.StreamResponse]]]
@@ -862,6 +866,33 @@ class FakeOpenAI:
     def hang_next(self, *, path: str = "/chat/completions", times: int = 1) -> None:
         """Make the next requests to `path` never answer (until stop()), to trip timeouts."""
         self._hangs.append(_Hang(path, times))
+
+    def hold(self, pieces: int = 0) -> None:
+        """Chat streams started from now on pause until release(): before the response
+        (pieces=0) or after that many SSE events; `held` counts the paused ones."""
+        self._hold_at = pieces
+        self._gate = asyncio.Event()
+
+    def release(self) -> None:
+        """Let every paused stream go on; new ones are not held."""
+        self._hold_at = None
+        self._gate.set()
+
+    async def _pause(self, at: int) -> None:
+        if self._hold_at != at:
+            return
+        gate = self._gate
+        self.held += 1
+        await self._notify()
+        stopping = asyncio.create_task(self._stopping.wait())
+        opened = asyncio.create_task(gate.wait())
+        try:
+            await asyncio.wait({stopping, opened}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            opened.cancel()
+            self.held -= 1
+            await self._notify()
 
     def disable(self, path_prefix: str, *, style: str = "openai") -> None:
         """Answer 404 on a path prefix (after /v1) like a server lacking that endpoint.
@@ -1894,7 +1925,12 @@ class FakeOpenAI:
         )
         if self.latency > 0:
             await asyncio.sleep(self.latency)
-        await resp.prepare(request)
+        await self._pause(0)
+        try:
+            await resp.prepare(request)
+        except ConnectionResetError:
+            log.info("FakeOpenAI: client went away before the answer")
+            return resp
         completion = 0
         pieces: list[Json] = []
         for index in range(body.get("n") or 1):
@@ -1935,6 +1971,8 @@ class FakeOpenAI:
             for k, piece in enumerate(pieces):
                 if k and self.chunk_delay > 0:
                     await asyncio.sleep(self.chunk_delay)
+                if k:
+                    await self._pause(k)
                 await resp.write(_sse(piece))
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()

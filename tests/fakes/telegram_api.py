@@ -749,6 +749,28 @@ class FakeTelegram:
                             "file_size": len(data)}
         return out
 
+    def _other_fields(self, *, sticker: str | None, location: tuple[float, float] | None,
+                      venue: tuple[float, float, str, str] | None,
+                      contact: tuple[str, str] | None) -> dict[str, Any]:
+        """Sticker / Location / Venue / Contact as the Bot API sends them."""
+        out: dict[str, Any] = {}
+        if sticker is not None:
+            f = self._store_file(b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp", "sticker.webp",
+                                 "stickers")
+            out["sticker"] = {"file_id": f.file_id, "file_unique_id": f.file_unique_id,
+                              "type": "regular", "width": 512, "height": 512,
+                              "is_animated": False, "is_video": False, "emoji": sticker,
+                              "set_name": "FakeStickers", "file_size": len(f.data)}
+        if location is not None:
+            out["location"] = {"latitude": location[0], "longitude": location[1]}
+        if venue is not None:
+            place = {"latitude": venue[0], "longitude": venue[1]}
+            out["venue"] = {"location": place, "title": venue[2], "address": venue[3]}
+            out["location"] = dict(place)  # the Bot API sets both for a venue
+        if contact is not None:
+            out["contact"] = {"phone_number": contact[0], "first_name": contact[1]}
+        return out
+
     def user_message(
         self,
         chat_id: int,
@@ -771,11 +793,18 @@ class FakeTelegram:
         media_group_id: str | None = None,
         is_bot: bool = False,
         mention_bot: bool = False,
+        sticker: str | None = None,
+        location: tuple[float, float] | None = None,
+        venue: tuple[float, float, str, str] | None = None,
+        contact: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         """A user writes in a chat: queue the Update and return its Message dict.
 
         `document`/`audio` are (bytes, file_name, mime_type); `reply_to` is a message id in
         the same chat (the user's or the bot's); `thread_id` posts in a forum topic.
+        `sticker` is the sticker's emoji, `location` (latitude, longitude), `venue`
+        (latitude, longitude, title, address), `contact` (phone_number, first_name), shaped
+        as the Bot API's Sticker, Location, Venue and Contact objects.
         """
         if chat_type == "private" and chat_title:
             raise ValueError("private chats have no title")
@@ -818,6 +847,8 @@ class FakeTelegram:
         msg.update(self._media_fields(photo=photo, document=document, voice=voice,
                                       voice_duration=voice_duration, audio=audio,
                                       video_note=video_note))
+        msg.update(self._other_fields(sticker=sticker, location=location, venue=venue,
+                                      contact=contact))
         if body is not None:
             key = "caption" if has_media else "text"
             msg[key] = body
