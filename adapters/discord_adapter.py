@@ -545,6 +545,11 @@ class _Client(discord.Client):
         """Every MESSAGE_CREATE the bot can see."""
         await self.adapter.on_message(message)
 
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        """MESSAGE_UPDATE: a user's edit (not an embed appearing: that sets no edit time)."""
+        if payload.message.edited_at is not None:
+            await self.adapter.on_message(payload.message, edited=True)
+
     async def _on_tree_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
@@ -841,8 +846,9 @@ class DiscordAdapter:
             from_self=me is not None and target.author.id == me.id,
         )
 
-    async def on_message(self, message: discord.Message) -> None:
-        """MESSAGE_CREATE -> Inbound, ignoring ourselves, other bots and system messages."""
+    async def on_message(self, message: discord.Message, *, edited: bool = False) -> None:
+        """MESSAGE_CREATE -> Inbound, ignoring ourselves, other bots and system messages;
+        an edit goes to the sink's edit() (answered in its new form if still waiting)."""
         me = self.client.user
         if self.sink is None or me is None or message.author.id == me.id or message.author.bot:
             return
@@ -869,5 +875,8 @@ class DiscordAdapter:
             addressed=addressed,
             command=command,
         )
+        if edited:
+            await self.sink.edit(inbound)
+            return
         replier = DiscordReplier(self, channel, channel.id, None if is_dm else message)
         await self.sink.submit(inbound, replier)

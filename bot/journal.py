@@ -172,6 +172,11 @@ class JournaledReplier(Replier):
         return f"JournaledReplier({self.inner!r}, entry={self.entry_id})"
 
     async def _guard(self, call: Awaitable[Any]) -> Any:
+        if self.forbidden:  # one refusal is enough: nothing more goes to that chat
+            close = getattr(call, "close", None)
+            if close is not None:
+                close()
+            raise ChatForbidden("the chat refused an earlier message of this answer")
         try:
             return await call
         except ChatForbidden:

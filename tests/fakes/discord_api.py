@@ -527,6 +527,20 @@ class FakeDiscord:
         self._dispatch("MESSAGE_CREATE", msg, channel=channel)
         return msg
 
+    def user_edit(self, message_id: int, content: str) -> dict[str, Any]:
+        """A user edits their message: MESSAGE_UPDATE with the whole message, edited_timestamp
+        set (an embed resolving also sends MESSAGE_UPDATE, without it)."""
+        msg = self._messages.get(message_id)
+        if msg is None:
+            raise AssertionError(f"user_edit: no stored message {message_id}")
+        mentions = [u for u in msg["mentions"] if u["id"] == str(self.bot_id)]
+        if mentions and not content.startswith(f"<@{self.bot_id}>"):
+            content = f"<@{self.bot_id}> {content}"
+        msg["content"] = content
+        msg["edited_timestamp"] = _iso()
+        self._dispatch("MESSAGE_UPDATE", msg, channel=self._channels[int(msg["channel_id"])])
+        return msg
+
     def slash(
         self,
         name: str,

@@ -1,0 +1,201 @@
+"""Inbox behaviours besides kill -9 (tests/test_crash.py): a chat that refuses the bot (403),
+what the bot cannot use (stickers, locations, contacts), edited messages, and messages a
+clean restart left unanswered."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_driver
+from tests.fakes.openai_api import FakeOpenAI
+from tests.harness import ALICE, BOB, Driver, wait_for
+
+PLATFORMS = ["telegram", "discord"]
+
+
+@pytest.fixture(params=PLATFORMS)
+async def bot(request: pytest.FixtureRequest, openai_fake: FakeOpenAI,
+              tmp_path: Path) -> AsyncIterator[Driver]:
+    """The bot on Telegram and on Discord (the console has no 403s, stickers or edits)."""
+    driver, fake = await make_driver(request.param, openai_fake, tmp_path)
+    try:
+        await driver.start()
+        yield driver
+    finally:
+        await driver.stop()
+        if hasattr(driver, "close_redirect"):
+            driver.close_redirect()
+        await fake.stop()
+
+
+def inbox(driver: Driver) -> list[tuple[str, str | None, str]]:
+    """(state, message id, stored text) of every journal entry."""
+    db = sqlite3.connect(driver.db_path)
+    try:
+        rows = db.execute("SELECT state, message_id, COALESCE(json_extract(inbound, '$.text'),"
+                          " '') FROM inbox ORDER BY id").fetchall()
+    finally:
+        db.close()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def user_edit(driver: Driver, message_id: str, text: str) -> None:
+    """The user edits a message of theirs in their private chat."""
+    fake = driver.fake  # type: ignore[attr-defined]
+    if driver.platform == "telegram":
+        fake.user_edit(ALICE.id, int(message_id), text)
+    else:
+        fake.user_edit(int(message_id), text)
+
+
+def private_channel(driver: Driver) -> str:
+    """Alice's private chat as a channel key."""
+    fake = driver.fake  # type: ignore[attr-defined]
+    if driver.platform == "telegram":
+        return f"telegram:{ALICE.id}"
+    return f"discord:{fake.dm_channel(ALICE.id)}"
+
+
+def sends(driver: Driver) -> int:
+    """Message-creating calls the bot made (failed ones included)."""
+    fake = driver.fake  # type: ignore[attr-defined]
+    if driver.platform == "telegram":
+        return len(fake.calls_to("sendMessage"))
+    return sum(1 for c in fake.calls if c.method == "POST" and c.path.endswith("/messages"))
+
+
+def forbid_next(driver: Driver, times: int) -> None:
+    """The platform answers the next sends with 403 (the bot was blocked or removed)."""
+    fake = driver.fake  # type: ignore[attr-defined]
+    if driver.platform == "telegram":
+        fake.fail_next("sendMessage", error_code=403,
+                       description="Forbidden: bot was blocked by the user", times=times)
+    else:
+        fake.fail_next("POST", "/channels/*/messages", status=403, times=times,
+                       body={"message": "Cannot send messages to this user", "code": 50007})
+
+
+async def test_403_stops_the_reply_with_one_log_line(bot: Driver,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    forbid_next(bot, times=1)
+    before = sends(bot)
+    await bot.send_text("are you there?")
+    await bot.settle()
+    assert bot.replies() == []  # no internal-error message into the forbidden chat
+    assert sends(bot) == before + 1  # no retries
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+    refusals = [r for r in caplog.records if "refuses" in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in caplog.records]
+    assert inbox(bot)[-1][0] == "failed"
+    # nothing else is affected: the next chat is answered
+    assert await bot.ask("hello", user=BOB) == "echo: hello"
+
+
+async def test_403_in_the_middle_of_a_streamed_answer(bot: Driver,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    bot.openai.reply("word " * 300)  # long enough to be sent while it streams
+    bot.openai.chunk_delay = 0.002
+    forbid_next(bot, times=1)
+    before = sends(bot)
+    await bot.send_text("tell me a lot")
+    await bot.settle(timeout=30)
+    assert bot.replies() == []
+    assert sends(bot) == before + 1
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("what, kwargs", [
+    ("stickers", {"sticker": "😀"}),
+    ("locations", {"location": (52.52, 13.405)}),
+    ("locations", {"venue": (48.8584, 2.2945, "Eiffel Tower", "Champ de Mars, Paris")}),
+    ("contacts", {"contact": ("+15550100", "Bob")}),
+])
+async def test_telegram_stickers_locations_contacts_get_a_short_answer(
+        openai_fake: FakeOpenAI, tmp_path: Path, what: str, kwargs: dict[str, object]) -> None:
+    driver, fake = await make_driver("telegram", openai_fake, tmp_path)
+    try:
+        await driver.start()
+        driver.mark()
+        fake.user_message(ALICE.id, ALICE.id, None, first_name="Alice", **kwargs)
+        await driver.settle()
+        (reply,) = driver.replies()
+        assert reply.text.startswith(f"I can't do anything with {what}.")
+        assert openai_fake.chat_requests == []
+        # in a group, unaddressed, it is no one's business
+        driver.mark()
+        fake.user_message(-1001234567890, BOB.id, None, first_name="Bob",
+                          chat_type="supergroup", chat_title="Test group", **kwargs)
+        await driver.settle()
+        assert driver.replies(group=True) == []
+    finally:
+        await driver.stop()
+        await fake.stop()
+
+
+async def test_an_edit_before_the_answer_is_answered_in_its_new_form(bot: Driver) -> None:
+    ai = bot.openai
+    ai.hold(0)
+    await bot.send_text("first question")
+    await ai.wait_until(lambda: ai.held == 1, 10)
+    await bot.send_text("second questoin")
+    second = bot.last_sent_id
+    assert second is not None
+    await wait_for(lambda: any(m == second for _, m, _ in inbox(bot)), 10, "the journal")
+    user_edit(bot, second, "second question")
+    await wait_for(lambda: ("received", second, "second question") in inbox(bot), 10,
+                   "the edit to replace the waiting message")
+    ai.release()
+    await bot.settle(expect=0, timeout=10)
+    await wait_for(lambda: len(bot.replies()) == 2, 10)
+    assert [r.text for r in bot.replies()] == ["echo: first question", "echo: second question"]
+    assert ai.chat_requests[-1]["messages"][-1]["content"] == "second question"
+    assert bot.app is not None
+    turns = await bot.app.store.recent_turns(private_channel(bot), 10**6)
+    assert [t.content for t in turns if t.role == "user"] == ["first question",
+                                                             "second question"]
+
+
+async def test_an_edit_after_the_answer_is_ignored(bot: Driver,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    assert await bot.ask("what is two plus two?") == "echo: what is two plus two?"
+    asked = bot.last_sent_id
+    assert asked is not None
+    requests = len(bot.openai.chat_requests)
+    user_edit(bot, asked, "what is three plus three?")
+    await wait_for(lambda: "edit of message" in caplog.text, 10, "the edit to arrive")
+    assert [r.text for r in bot.replies()] == ["echo: what is two plus two?"]
+    assert len(bot.openai.chat_requests) == requests
+
+
+async def test_unanswered_message_of_a_stopped_run_is_answered_after_restart(
+        bot: Driver) -> None:
+    """A message still in the journal at start-up (here: its run was stopped while the
+    model hung, and the shutdown gave up on it) is answered first after the restart."""
+    ai = bot.openai
+    ai.hold(0)
+    await bot.send_text("are you still there?")
+    await ai.wait_until(lambda: ai.held == 1, 10)
+    assert bot.app is not None
+    bot.app.router.close = _impatient(bot.app.router.close)  # type: ignore[method-assign]
+    await bot.stop()
+    ai.release()
+    assert bot.replies() == []
+    await bot.start()
+    await wait_for(lambda: len(bot.replies()) == 1, 20, "the answer after the restart")
+    assert bot.replies()[0].text == "echo: are you still there?"
+    assert [s for s, _, _ in inbox(bot)] == ["answered"]
+
+
+def _impatient(close):  # type: ignore[no-untyped-def]
+    async def run(timeout: float = 30.0) -> None:
+        await close(0.2)
+
+    return run
