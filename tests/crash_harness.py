@@ -88,8 +88,8 @@ class Platform:
     async def wait_until(self, predicate: Any, timeout: float) -> None:
         raise NotImplementedError
 
-    async def live(self, timeout: float) -> None:
-        """Until the bot process is connected and listening."""
+    def live_probe(self) -> Any:
+        """Taken before a start: a predicate that holds once that bot is live."""
         raise NotImplementedError
 
 
@@ -142,10 +142,9 @@ class TelegramPlatform(Platform):
     async def wait_until(self, predicate: Any, timeout: float) -> None:
         await self.fake.wait_until(predicate, timeout)
 
-    async def live(self, timeout: float) -> None:
+    def live_probe(self) -> Any:
         before = len(self.fake.calls_to("getUpdates"))
-        await self.fake.wait_until(lambda: len(self.fake.calls_to("getUpdates")) > before,
-                                   timeout)
+        return lambda: len(self.fake.calls_to("getUpdates")) > before
 
 
 class DiscordPlatform(Platform):
@@ -183,12 +182,14 @@ class DiscordPlatform(Platform):
     async def wait_until(self, predicate: Any, timeout: float) -> None:
         await self.fake.wait_until(predicate, timeout)
 
-    async def live(self, timeout: float) -> None:
-        def ready() -> bool:
-            return any(s.conn is not None for s in self.fake._sessions.values()) and any(
-                c.path.endswith("/commands") and c.method == "PUT" for c in self.fake.calls)
+    def live_probe(self) -> Any:
+        def synced() -> int:
+            return sum(1 for c in self.fake.calls
+                       if c.method == "PUT" and c.path.endswith("/commands"))
 
-        await self.fake.wait_until(ready, timeout)
+        before = synced()
+        return lambda: synced() > before and any(
+            s.conn is not None for s in self.fake._sessions.values())
 
 
 def make_platform(name: str) -> Platform:
@@ -215,6 +216,7 @@ class BotProcess:
                "OPENAI_API_KEY": self.ai.api_key, "OPENAI_BASE_URL": self.ai.url,
                "BOT_DATABASE": str(self.db), "BOT_CONFIG": str(self.folder / "config.toml"),
                "PYTHONPATH": str(ROOT), **self.platform.env()}
+        probe = self.platform.live_probe()
         log = (self.folder / f"bot-{self.runs}.log").open("wb")
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -222,7 +224,7 @@ class BotProcess:
                 stdout=log, stderr=log)
         finally:
             log.close()
-        live = asyncio.create_task(self.platform.live(timeout))
+        live = asyncio.create_task(self.platform.wait_until(probe, timeout))
         died = asyncio.create_task(self.proc.wait())
         done, _ = await asyncio.wait({live, died}, return_when=asyncio.FIRST_COMPLETED)
         if died in done:
