@@ -199,3 +199,96 @@ def _impatient(close):  # type: ignore[no-untyped-def]
         await close(0.2)
 
     return run
+
+
+async def test_stored_update_never_handed_over_is_handled_at_the_next_start(
+        openai_fake: FakeOpenAI, tmp_path: Path) -> None:
+    """The last run stored and acknowledged an update, then died before the Application
+    handed it on: the update is only in the journal, and is answered once at start-up."""
+    import json
+
+    from bot.store import Store
+
+    driver, fake = await make_driver("telegram", openai_fake, tmp_path)
+    try:
+        fake.user_message(ALICE.id, ALICE.id, "did you get this?", first_name="Alice")
+        (update,) = fake.updates
+        fake.updates.clear()  # acknowledged by the run that died
+        store = Store(str(driver.db_path))
+        await store.open()
+        await store.inbox_add("telegram", str(update["update_id"]),
+                              channel=f"telegram:{ALICE.id}", message_id="1",
+                              raw=json.dumps(update))
+        await store.close()
+        await driver.start()
+        await wait_for(lambda: len(driver.replies()) == 1, 20, "the answer")
+        assert driver.replies()[0].text == "echo: did you get this?"
+        fake.queue_update("message", update["message"])  # Telegram re-delivers it anyway...
+        fake.updates[-1]["update_id"] = update["update_id"]
+        await fake.wait_until(lambda: fake.pending_updates == 0, 10)
+        assert driver.app is not None
+        await driver.app.router.wait_idle(10)
+        assert len(driver.replies()) == 1  # ...and it is recognised, not answered again
+        assert len(openai_fake.chat_requests) == 1
+    finally:
+        await driver.stop()
+        await fake.stop()
+
+
+@pytest.mark.parametrize("config_text", ["[bot]\nresume_minutes = 0\n"])
+async def test_messages_older_than_resume_minutes_are_logged_not_answered(
+        openai_fake: FakeOpenAI, tmp_path: Path, config_text: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    driver, fake = await make_driver("telegram", openai_fake, tmp_path, config_text)
+    try:
+        await driver.start()
+        openai_fake.hold(0)
+        await driver.send_text("anyone?")
+        await openai_fake.wait_until(lambda: openai_fake.held == 1, 10)
+        assert driver.app is not None
+        driver.app.router.close = _impatient(driver.app.router.close)  # type: ignore[method-assign]
+        await driver.stop()
+        openai_fake.release()
+        await driver.start()
+        assert "not answering message 1 in telegram:1001 after the restart" in caplog.text
+        assert driver.app is not None
+        await driver.app.router.wait_idle(10)
+        assert driver.replies() == [] and [s for s, _, _ in inbox(driver)] == ["expired"]
+    finally:
+        await driver.stop()
+        await fake.stop()
+
+
+async def test_console_answers_what_a_stopped_run_left(openai_fake: FakeOpenAI,
+                                                      tmp_path: Path) -> None:
+    driver, _ = await make_driver("console", openai_fake, tmp_path)
+    try:
+        await driver.start()
+        openai_fake.hold(0)
+        await driver.send_text("still there?")
+        await openai_fake.wait_until(lambda: openai_fake.held == 1, 10)
+        assert driver.app is not None
+        driver.app.router.close = _impatient(driver.app.router.close)  # type: ignore[method-assign]
+        await driver.stop()
+        openai_fake.release()
+        assert driver.replies() == []
+        await driver.start()
+        await wait_for(lambda: len(driver.replies()) == 1, 20, "the answer")
+        assert driver.replies()[0].text == "echo: still there?"
+    finally:
+        await driver.stop()
+
+
+@pytest.mark.parametrize("value, error", [
+    ("2000", "bot.resume_minutes must be between 0 and 1440"),
+    ("-1", "bot.resume_minutes must not be negative"),
+    ('"ten"', "bot.resume_minutes must be a int"),
+])
+def test_resume_minutes_is_validated(tmp_path: Path, value: str, error: str) -> None:
+    from bot.config import ConfigError, load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(f"[bot]\nresume_minutes = {value}\n")
+    with pytest.raises(ConfigError, match=error):
+        load_config(path, env={"OPENAI_API_KEY": "sk-x"})
