@@ -2,9 +2,10 @@
 
 Every inbound message is recorded when it arrives (Telegram: the update, before the
 Updater acknowledges it; other platforms: when the adapter hands it over), then moves
-received -> answering -> answered. While an answer is sent, the ids of its messages and
-their text are recorded, so that a reply cut by a crash can be finished: after a restart
-the first messages of the new answer are edits of the old ones and leftovers are deleted.
+received -> answering (part of its answer is out) -> answered. While an answer is sent,
+the ids of its messages and their text are recorded, so that a reply cut by a crash can be
+finished: after a restart the first messages of the new answer are edits of the old ones
+and leftovers are deleted.
 Turns written while a message is handled carry its entry (store.current_inbox), and the
 answer's turn closes the entry in the same statement, so history holds each answer once.
 
@@ -25,7 +26,7 @@ from bot.config import Config
 from bot.errors import ChatForbidden
 from bot.events import Attachment, Author, ChannelKey, CommandCall, Inbound, Quoted
 from bot.replies import ChatAction, OutFile, Replier, Sent
-from bot.store import InboxRow, Store, current_inbox
+from bot.store import InboxMark, InboxRow, Store, current_inbox
 
 log = logging.getLogger(__name__)
 
@@ -348,9 +349,8 @@ class Journal:
         if not isinstance(replier, JournaledReplier):
             await handle(inbound, replier)
             return
-        entry = replier.entry_id
-        await self.store.inbox_set_state([entry], "answering", only_open=True)
-        token = current_inbox.set(entry)
+        mark = InboxMark(replier.entry_id)
+        token = current_inbox.set(mark)
         try:
             await handle(inbound, replier)
         finally:
@@ -360,8 +360,10 @@ class Journal:
         except Exception:
             log.warning("could not clear the cut reply of message %s", inbound.id,
                         exc_info=True)
-        state = "failed" if replier.forbidden else "answered"
-        await self.store.inbox_set_state([entry], state, only_open=True)
+        if replier.forbidden:
+            await self.store.inbox_set_state([mark.id], "failed", only_open=True)
+        elif not mark.answered:  # no answer turn closed it (commands, errors, records)
+            await self.store.inbox_set_state([mark.id], "answered", only_open=True)
 
     # start-up ---------------------------------------------------------------------------
 

@@ -249,8 +249,15 @@ MIGRATIONS: list[str] = [
 # The inbox entry of the message being handled, set by bot/journal.py around its handler
 # (asyncio tasks the handler starts inherit it): every turn written meanwhile is tied to
 # that message, and the answer's turn closes the entry in the same statement.
-current_inbox: ContextVar[int | None] = ContextVar("current_inbox", default=None)
-OPEN_STATES = ("received", "answering")
+@dataclass(slots=True)
+class InboxMark:
+    """The entry a handler works under; `answered` once its answer's turn is stored."""
+
+    id: int
+    answered: bool = False
+
+
+current_inbox: ContextVar[InboxMark | None] = ContextVar("current_inbox", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,13 +514,16 @@ class Store:
         Under a journal entry (current_inbox) the turn is tied to it; an assistant turn
         also marks the entry answered, in the same statement (a trigger).
         """
+        mark = current_inbox.get()
         cur = await self.db.execute(
             "INSERT INTO turns (channel, role, author_id, author_name, content, tokens,"
             " message_id, addressed, created, tools, inbox_id)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (channel, role, author_id, author_name, content, tokens, message_id,
-             int(addressed), time.time(), tools, current_inbox.get()),
+             int(addressed), time.time(), tools, mark.id if mark else None),
         )
+        if mark is not None and role == "assistant":
+            mark.answered = True
         return int(cur.lastrowid or 0)
 
     async def last_turn(self, channel: str) -> Turn | None:
@@ -1132,9 +1142,11 @@ class Store:
                 " AND state IN ('received', 'answering')", (state, now, platform, key))
 
     async def inbox_progress(self, inbox_id: int, reply_ids: list[str], partial: str) -> None:
-        """The messages sent so far for an answer and their text (to finish a cut reply)."""
+        """The messages sent so far for an answer and their text (to finish a cut reply);
+        an entry with part of its answer out is 'answering'."""
         await self.db.execute(
-            "UPDATE inbox SET reply_ids = ?, partial = ?, updated = ? WHERE id = ?",
+            "UPDATE inbox SET reply_ids = ?, partial = ?, updated = ?, state = CASE state"
+            " WHEN 'received' THEN 'answering' ELSE state END WHERE id = ?",
             (json.dumps(reply_ids), partial, time.time(), inbox_id))
 
     async def inbox_set_inbound(self, inbox_id: int, inbound: str) -> None:

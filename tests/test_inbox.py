@@ -191,7 +191,7 @@ async def test_unanswered_message_of_a_stopped_run_is_answered_after_restart(
     await bot.start()
     await wait_for(lambda: len(bot.replies()) == 1, 20, "the answer after the restart")
     assert bot.replies()[0].text == "echo: are you still there?"
-    assert [s for s, _, _ in inbox(bot)] == ["answered"]
+    await wait_for(lambda: [s for s, _, _ in inbox(bot)] == ["answered"], 10, "the journal")
 
 
 def _impatient(close):  # type: ignore[no-untyped-def]
