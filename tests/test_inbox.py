@@ -283,7 +283,7 @@ async def test_console_answers_what_a_stopped_run_left(openai_fake: FakeOpenAI,
 @pytest.mark.parametrize("value, error", [
     ("2000", "bot.resume_minutes must be between 0 and 1440"),
     ("-1", "bot.resume_minutes must not be negative"),
-    ('"ten"', "bot.resume_minutes must be a int"),
+    ('"ten"', "bot.resume_minutes must be a whole number"),
 ])
 def test_resume_minutes_is_validated(tmp_path: Path, value: str, error: str) -> None:
     from bot.config import ConfigError, load_config
