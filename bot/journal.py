@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # finished entries are kept this long (Telegram re-delivers an unconfirmed update for 24 h)
 KEEP_FINISHED = 2 * 24 * 3600
+# ...and removed at start-up and after every this many new entries
+PRUNE_EVERY = 1000
 # a cut reply that cannot be edited into the answer (nor deleted) gets this text
 CUT_MARK = "(This answer was cut off by a restart; the complete answer follows.)"
 # the complete answer on a platform that cannot edit starts with this line
@@ -288,6 +290,7 @@ class Journal:
         self.store = store
         self.config = config
         self.window = config.bot.resume_minutes * 60.0
+        self._added = 0
 
     # arrival ---------------------------------------------------------------------------
 
@@ -330,6 +333,9 @@ class Journal:
             log.info("message %s in %s was received before; not answered again", inbound.id,
                      inbound.channel)
             return None
+        self._added += 1
+        if self._added % PRUNE_EVERY == 0:
+            await self.store.inbox_prune(time.time() - KEEP_FINISHED)
         return JournaledReplier(replier, self, entry, message_id=inbound.id)
 
     async def edited(self, inbound: Inbound, replaced: Replier | None) -> None:

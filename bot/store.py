@@ -233,7 +233,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX inbox_open ON inbox (state) WHERE state IN ('received', 'answering');
     CREATE INDEX inbox_message ON inbox (platform, channel, message_id);
-    CREATE INDEX inbox_received ON inbox (platform, received);
+    CREATE INDEX inbox_received ON inbox (received);
     ALTER TABLE turns ADD COLUMN inbox_id INTEGER;
     CREATE INDEX turns_inbox ON turns (inbox_id) WHERE inbox_id IS NOT NULL;
     -- the answer and the end of its message's journal entry are one write: a crash can

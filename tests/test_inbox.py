@@ -292,3 +292,30 @@ def test_resume_minutes_is_validated(tmp_path: Path, value: str, error: str) -> 
     path.write_text(f"[bot]\nresume_minutes = {value}\n")
     with pytest.raises(ConfigError, match=error):
         load_config(path, env={"OPENAI_API_KEY": "sk-x"})
+
+
+async def test_finished_entries_are_pruned_after_two_days(tmp_path: Path) -> None:
+    import time
+
+    from bot.config import load_config
+    from bot.journal import KEEP_FINISHED, Journal
+    from bot.store import Store
+
+    store = Store(str(tmp_path / "bot.sqlite3"))
+    await store.open()
+    try:
+        config = load_config(None, env={"OPENAI_API_KEY": "sk-x"})
+        old_done = await store.inbox_add("discord", "1", channel="discord:9", message_id="1")
+        old_open = await store.inbox_add("discord", "2", channel="discord:9", message_id="2")
+        new_done = await store.inbox_add("discord", "3", channel="discord:9", message_id="3")
+        assert old_done and old_open and new_done
+        await store.inbox_set_state([old_done, new_done], "answered")
+        await store.db.execute("UPDATE inbox SET received = ? WHERE id IN (?, ?)",
+                               (time.time() - KEEP_FINISHED - 60, old_done, old_open))
+        await Journal(store, config).recover()
+        left = {r.key: r.state for r in [await store.inbox_row(i) for i in (1, 2, 3)] if r}
+        # the finished old one is gone; the old unanswered one is given up on (expired, and
+        # removed at the next pruning); the recent one stays
+        assert left == {"2": "expired", "3": "answered"}
+    finally:
+        await store.close()
