@@ -194,6 +194,31 @@ async def test_unanswered_message_of_a_stopped_run_is_answered_after_restart(
     await wait_for(lambda: [s for s, _, _ in inbox(bot)] == ["answered"], 10, "the journal")
 
 
+async def test_a_photo_left_unanswered_is_read_again_after_restart(bot: Driver) -> None:
+    """Files of a stored message are fetched again (Telegram file_id, Discord CDN URL)."""
+    import io
+
+    from PIL import Image
+
+    from tests.harness import File
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, "JPEG")
+    ai = bot.openai
+    ai.hold(0)
+    await bot.send_text("what colour is this?", files=[File(buf.getvalue())])
+    await ai.wait_until(lambda: ai.held == 1, 10)
+    assert bot.app is not None
+    bot.app.router.close = _impatient(bot.app.router.close)  # type: ignore[method-assign]
+    await bot.stop()
+    ai.release()
+    await bot.start()
+    await wait_for(lambda: len(bot.replies()) == 1, 20, "the answer after the restart")
+    assert bot.replies()[0].text.endswith("what colour is this? [images: 1]")
+    assert len([r for r in ai.chat_requests if any(
+        isinstance(m["content"], list) for m in r["messages"])]) == 2
+
+
 def _impatient(close):  # type: ignore[no-untyped-def]
     async def run(timeout: float = 30.0) -> None:
         await close(0.2)
