@@ -344,3 +344,92 @@ async def test_finished_entries_are_pruned_after_two_days(tmp_path: Path) -> Non
         assert left == {"2": "expired", "3": "answered"}
     finally:
         await store.close()
+
+
+class _Recorder:
+    """A Replier stand-in that records what it was asked to do."""
+
+    def __init__(self, edits: bool = True, deletes: bool = True) -> None:
+        from dataclasses import replace
+
+        from adapters.console import CAPABILITIES
+
+        self.capabilities = replace(CAPABILITIES, edits=edits)
+        self.action_interval = 4.0
+        self.action_delay = 0.2
+        self.calls: list[tuple[str, str, str]] = []
+        self._next = 100
+        if not deletes:
+            self.delete = None  # type: ignore[assignment]
+
+    async def send(self, markdown: str):  # type: ignore[no-untyped-def]
+        from bot.replies import Sent
+
+        self._next += 1
+        self.calls.append(("send", str(self._next), markdown))
+        return Sent(str(self._next), markdown)
+
+    async def edit(self, sent, markdown: str):  # type: ignore[no-untyped-def]
+        from bot.replies import Sent
+
+        self.calls.append(("edit", sent.id, markdown))
+        return Sent(sent.id, markdown)
+
+    async def delete(self, sent) -> None:  # type: ignore[no-untyped-def]
+        self.calls.append(("delete", sent.id, ""))
+
+
+async def _journaled(tmp_path: Path, inner: _Recorder, stale: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    from bot.config import load_config
+    from bot.journal import Journal, JournaledReplier
+    from bot.store import Store
+
+    store = Store(str(tmp_path / "j.sqlite3"))
+    await store.open()
+    entry = await store.inbox_add("discord", "1", channel="discord:9", message_id="1")
+    assert entry is not None
+    journal = Journal(store, load_config(None, env={"OPENAI_API_KEY": "sk-x"}))
+    return store, JournaledReplier(inner, journal, entry, stale)  # type: ignore[arg-type]
+
+
+async def test_a_cut_reply_is_edited_into_the_answer_and_leftovers_deleted(
+        tmp_path: Path) -> None:
+    inner = _Recorder()
+    store, replier = await _journaled(tmp_path, inner, ("7", "8"))
+    try:
+        sent = await replier.send("the complete answer")
+        await replier.settle()
+        assert sent.id == "7"
+        assert inner.calls == [("edit", "7", "the complete answer"), ("delete", "8", "")]
+        row = await store.inbox_row(1)
+        assert row is not None and row.reply_ids == ("7",) and row.state == "answering"
+        assert row.partial == "the complete answer"
+    finally:
+        await store.close()
+
+
+async def test_a_cut_reply_that_cannot_be_deleted_is_marked(tmp_path: Path) -> None:
+    from bot.journal import CUT_MARK
+
+    inner = _Recorder(deletes=False)
+    store, replier = await _journaled(tmp_path, inner, ("7", "8"))
+    try:
+        await replier.send("short")
+        await replier.settle()
+        assert inner.calls == [("edit", "7", "short"), ("edit", "8", CUT_MARK)]
+    finally:
+        await store.close()
+
+
+async def test_without_edits_the_complete_answer_says_the_one_above_was_cut(
+        tmp_path: Path) -> None:
+    from bot.journal import RESUMED_NOTE
+
+    inner = _Recorder(edits=False)
+    store, replier = await _journaled(tmp_path, inner, ("7",))
+    try:
+        await replier.send("the complete answer")
+        await replier.settle()
+        assert inner.calls == [("send", "101", f"{RESUMED_NOTE}\n\nthe complete answer")]
+    finally:
+        await store.close()
