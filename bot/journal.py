@@ -15,6 +15,7 @@ ahead of anything new in their channel; older ones are logged and left.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -291,6 +292,10 @@ class Journal:
         self.config = config
         self.window = config.bot.resume_minutes * 60.0
         self._added = 0
+        # deliveries stored by this run and not yet built into a message: (platform, key) ->
+        # entry id, so handing the message over needs no query
+        self._rows: dict[tuple[str, str], int] = {}
+        self._writes: set[asyncio.Task[Any]] = set()
 
     # arrival ---------------------------------------------------------------------------
 
@@ -302,15 +307,23 @@ class Journal:
         if row is None:
             log.info("%s delivery %s is known already (re-delivered); not handled again",
                      platform, key)
-        return row is not None
+            return False
+        self._rows[(platform, key)] = row
+        return True
 
     async def dropped(self, platform: str, keys: list[str]) -> None:
         """Stored deliveries that carry nothing to handle (service messages, bots)."""
+        for key in keys:
+            self._rows.pop((platform, key), None)
         await self.store.inbox_keys_state(platform, keys, "skipped")
 
     async def undelivered(self, platform: str) -> list[str]:
-        """Stored deliveries that never became a message (the process died in between)."""
+        """Stored deliveries the last run never built into a message (or died before it
+        recorded that it had): they are handled again, what they stored is removed."""
         rows = await self.store.inbox_open(undelivered=True, platform=platform)
+        for r in rows:
+            await self.store.inbox_discard_turns(r.id)
+            self._rows[(platform, r.key)] = r.id
         return [r.raw for r in rows if r.raw is not None]
 
     def _addressed(self, inbound: Inbound) -> bool:
@@ -321,9 +334,22 @@ class Journal:
         """Record a message handed to the router; None when it was handled before."""
         platform = inbound.channel.platform
         data = dump_inbound(inbound)
-        if inbound.receipts:
+        keys = list(inbound.receipts)
+        known = self._rows.pop((platform, keys[0]), None) if keys else None
+        for key in keys[1:]:
+            self._rows.pop((platform, key), None)
+        if known is not None:
+            # stored on arrival by this run: the message is tied to it in the background
+            # (dying first just means the delivery is built again from what was stored)
+            entry: int | None = known
+            task = asyncio.create_task(self.store.inbox_bind(
+                platform, keys, channel=str(inbound.channel), message_id=inbound.id,
+                inbound=data, addressed=self._addressed(inbound)))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+        elif keys:
             entry = await self.store.inbox_bind(
-                platform, list(inbound.receipts), channel=str(inbound.channel),
+                platform, keys, channel=str(inbound.channel),
                 message_id=inbound.id, inbound=data, addressed=self._addressed(inbound))
         else:
             entry = await self.store.inbox_add(
