@@ -295,6 +295,8 @@ class Journal:
         # deliveries stored by this run and not yet built into a message: (platform, key) ->
         # entry id, so handing the message over needs no query
         self._rows: dict[tuple[str, str], int] = {}
+        # ...and what such a delivery's answer had sent before the last run died
+        self._sent: dict[int, tuple[str, ...]] = {}
         self._writes: set[asyncio.Task[Any]] = set()
 
     # arrival ---------------------------------------------------------------------------
@@ -324,6 +326,8 @@ class Journal:
         for r in rows:
             await self.store.inbox_discard_turns(r.id)
             self._rows[(platform, r.key)] = r.id
+            if r.reply_ids:
+                self._sent[r.id] = r.reply_ids
         return [r.raw for r in rows if r.raw is not None]
 
     def _addressed(self, inbound: Inbound) -> bool:
@@ -362,7 +366,8 @@ class Journal:
         self._added += 1
         if self._added % PRUNE_EVERY == 0:
             await self.store.inbox_prune(time.time() - KEEP_FINISHED)
-        return JournaledReplier(replier, self, entry, message_id=inbound.id)
+        return JournaledReplier(replier, self, entry, self._sent.pop(entry, ()),
+                                message_id=inbound.id)
 
     async def edited(self, inbound: Inbound, replaced: Replier | None) -> None:
         """An edit: stored as the message's new form when it was still waiting."""
