@@ -5,12 +5,12 @@ clean restart left unanswered."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from bot.store import _connector
 from tests.conftest import make_driver
 from tests.fakes.openai_api import FakeOpenAI
 from tests.harness import ALICE, BOB, Driver, wait_for
@@ -35,7 +35,8 @@ async def bot(request: pytest.FixtureRequest, openai_fake: FakeOpenAI,
 
 def inbox(driver: Driver) -> list[tuple[str, str | None, str]]:
     """(state, message id, stored text) of every journal entry."""
-    db = sqlite3.connect(driver.db_path)
+    # the bot's own SQLite build: two builds in one process break each other's locks
+    db = _connector(str(driver.db_path))()
     try:
         rows = db.execute("SELECT state, message_id, COALESCE(json_extract(inbound, '$.text'),"
                           " '') FROM inbox ORDER BY id").fetchall()
