@@ -11,12 +11,12 @@ import asyncio
 import os
 import re
 import signal
-import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.store import _connector
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.telegram_api import FakeTelegram
@@ -256,7 +256,8 @@ class BotProcess:
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Read the bot's database (WAL: safe while the bot runs)."""
-        db = sqlite3.connect(self.db, timeout=10)
+        db = _connector(str(self.db))()  # the bot's own SQLite build
+        db.execute("PRAGMA busy_timeout=10000")
         try:
             return db.execute(sql, params).fetchall()
         finally:
@@ -269,7 +270,7 @@ class BotProcess:
         try:
             rows = self.query("SELECT COUNT(*) FROM inbox WHERE state IN "
                               "('received', 'answering')")
-        except sqlite3.OperationalError:
+        except Exception:  # no table yet (either SQLite build raises its own error class)
             return 0
         return int(rows[0][0])
 
@@ -278,7 +279,7 @@ class BotProcess:
         try:
             rows = self.query("SELECT COUNT(*) FROM inbox WHERE reply_ids != '[]' AND inbound"
                               " LIKE ?", (f"%question {token},%",))
-        except sqlite3.OperationalError:
+        except Exception:  # no table yet (either SQLite build raises its own error class)
             return False
         return bool(rows[0][0])
 
@@ -286,5 +287,5 @@ class BotProcess:
         """Journal entries so far."""
         try:
             return int(self.query("SELECT COUNT(*) FROM inbox")[0][0])
-        except sqlite3.OperationalError:
+        except Exception:  # no table yet (either SQLite build raises its own error class)
             return 0
