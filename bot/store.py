@@ -478,7 +478,10 @@ class Store:
         if self.path == ":memory:":
             return self.db
         if self._reports is None:
-            self._reports = await aiosqlite.connect(self.path, isolation_level=None)
+            # the same SQLite build as the main connection: two builds in one process do not
+            # see each other's POSIX locks on the file, and writes stall
+            reports = aiosqlite.Connection(_connector(self.path), 64)
+            self._reports = await reports
             await self._reports.execute("PRAGMA query_only=ON")
             await self._reports.execute("PRAGMA busy_timeout=5000")
         return self._reports
