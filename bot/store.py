@@ -437,7 +437,7 @@ class Store:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # autocommit: each statement is its own transaction (one thread hop, not two);
-        # multi-statement work uses explicit BEGIN/COMMIT
+        # multi-statement work runs in one call on the thread (_atomic)
         self._db = aiosqlite.Connection(_connector(self.path), 64)
         await self._db
         try:
