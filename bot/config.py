@@ -178,6 +178,7 @@ class TelegramSection:
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 8443
     webhook_secret: str = ""
+    global_rate: float = 30.0  # new messages per second, this process's share; 0: off
 
 
 @dataclass(frozen=True, slots=True)

@@ -381,6 +381,31 @@ async def test_429_then_success(bot: Any, fake: FakeDiscord) -> None:
     assert fake.messages(fake.channel_id)[-1].content == "after the rate limit"
 
 
+@pytest.mark.parametrize("scope", ["user", "shared", "global"])
+async def test_429_of_every_scope_is_waited_out(bot: Any, fake: FakeDiscord, scope: str) -> None:
+    """discord.py reads the 429 (a global one locks every route of the process) and
+    retries; the reply arrives once. The fake answers as Discord's rate-limit docs show."""
+    _, sink = bot
+    fake.user_message(fake.channel_id, ALICE, "hi", mention_bot=True)
+    _, replier = await next_inbound(fake, sink)
+    url = f"{fake.api_base}/channels/{fake.channel_id}/messages"
+    fake.fail_next("POST", "/channels/*/messages", retry_after=0.25, scope=scope)
+    async with aiohttp.ClientSession() as http, http.post(
+            url, json={"content": "x"}, headers={"Authorization": f"Bot {fake.token}"}) as resp:
+        body, headers = await resp.json(), resp.headers
+    assert resp.status == 429 and body["retry_after"] == 0.25
+    assert body["global"] is (scope == "global") and headers["Retry-After"] == "1"
+    assert headers["X-RateLimit-Scope"] == scope
+    assert ("X-RateLimit-Global" in headers) is (scope == "global")
+    assert ("X-RateLimit-Bucket" in headers) is (scope != "global")
+    fake.fail_next("POST", "/channels/*/messages", retry_after=0.25, scope=scope)
+    await replier.send("after the rate limit")
+    posts = [c for c in fake.calls if c.method == "POST" and c.path.endswith("/messages")]
+    assert [c.status for c in posts] == [429, 429, 200]
+    assert posts[2].time - posts[1].time >= 0.25
+    assert [m.content for m in fake.messages(fake.channel_id)] == ["after the rate limit"]
+
+
 async def test_typing_and_images_in_one_message(bot: Any, fake: FakeDiscord) -> None:
     _, sink = bot
     fake.user_message(fake.channel_id, ALICE, "draw", mention_bot=True)

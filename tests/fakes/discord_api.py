@@ -126,6 +126,7 @@ class _FailRule:
     retry_after: float
     times: int
     body: dict[str, Any] | None
+    scope: str = "user"
 
 
 @dataclass
@@ -451,14 +452,19 @@ class FakeDiscord:
         retry_after: float = 0.5,
         times: int = 1,
         body: dict[str, Any] | None = None,
+        scope: str = "user",
     ) -> None:
         """Answer the next `times` matching requests with an error (429 like Discord by default).
 
         path_pattern is an fnmatch glob on the path relative to /api/v10, without the
-        query, e.g. "/channels/*/messages".
+        query, e.g. "/channels/*/messages". A 429's scope is "user" (the route's bucket),
+        "shared" (the resource's) or "global" (every request of the bot: no bucket
+        headers, X-RateLimit-Global: true and "global": true in the body).
         """
+        if scope not in ("user", "shared", "global"):
+            raise ValueError("scope is user, shared or global (X-RateLimit-Scope)")
         self._fail_rules.append(
-            _FailRule(method.upper(), path_pattern, status, retry_after, times, body)
+            _FailRule(method.upper(), path_pattern, status, retry_after, times, body, scope)
         )
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -980,6 +986,14 @@ class FakeDiscord:
         }
         return self._json(429, payload, headers)
 
+    def _limited_global(self, retry_after: float, body: dict[str, Any] | None) -> web.Response:
+        """The global limit's 429: Discord sends no bucket headers with it."""
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after))),
+                   "X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"}
+        payload = body or {"message": "You are being rate limited.",
+                           "retry_after": retry_after, "global": True}
+        return self._json(429, payload, headers)
+
     async def _api(self, request: web.Request, path: str) -> web.StreamResponse:
         method = request.method
         route = None
@@ -1011,8 +1025,10 @@ class FakeDiscord:
                 and fnmatch.fnmatchcase(path, rule.pattern)
             ):
                 rule.times -= 1
-                if rule.status == 429:
-                    resp = self._limited(headers, rule.retry_after, "user", rule.body)
+                if rule.status == 429 and rule.scope == "global":
+                    resp = self._limited_global(rule.retry_after, rule.body)
+                elif rule.status == 429:
+                    resp = self._limited(headers, rule.retry_after, rule.scope, rule.body)
                 else:
                     resp = self._json(
                         rule.status,
