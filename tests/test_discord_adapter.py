@@ -1002,3 +1002,39 @@ def test_shard_config_is_validated(tmp_path: Any, text: str, error: str) -> None
     path.write_text(f"[discord]\n{text}\n")
     with pytest.raises(ConfigError, match=error.replace("(", r"\(")):
         load_config(path, env={"OPENAI_API_KEY": "x"})
+
+
+async def test_two_sharded_bots_each_answer_their_guilds(
+        fake: FakeDiscord, openai_fake: Any, tmp_path: Any) -> None:
+    """Two whole bots (router, handlers, the model) as ingress processes with shard_ids
+    [0] and [1] of 2: every guild message reaches exactly one and is answered once."""
+    from tests.harness import wait_for
+    from tests.harness_platforms import DiscordDriver
+
+    fake.max_concurrency = 2
+    _, other_channel = fake.add_guild(shard=(0, 2))
+    drivers = []
+    for shard in (0, 1):
+        (tmp_path / f"bot{shard}").mkdir()
+        drivers.append(DiscordDriver(openai_fake, tmp_path / f"bot{shard}" / "bot.sqlite3",
+                                     fake, f"[discord]\nshard_count = 2\nshard_ids = [{shard}]"))
+    try:
+        for driver in drivers:
+            await driver.start()
+        for n in range(3):
+            fake.user_message(other_channel, ALICE, f"zero {n}", mention_bot=True)
+            fake.user_message(fake.channel_id, ALICE, f"one {n}", mention_bot=True)
+        await wait_for(lambda: len(fake.messages(other_channel)) == 3
+                       and len(fake.messages(fake.channel_id)) == 3, 10, "six answers")
+        for driver in drivers:
+            assert driver.app is not None
+            await driver.app.router.wait_idle(5)
+        assert [d.received for d in drivers] == [3, 3]
+        assert sorted(m.content for m in fake.messages(other_channel)) == [
+            f"echo: alice: zero {n}" for n in range(3)]
+        assert sorted(m.content for m in fake.messages(fake.channel_id)) == [
+            f"echo: alice: one {n}" for n in range(3)]
+    finally:
+        for driver in reversed(drivers):
+            await driver.stop()
+            driver.close_redirect()
