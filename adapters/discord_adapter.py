@@ -770,9 +770,11 @@ class DiscordAdapter:
                 "data": {}}
             if data.get("guild_id") and not private:
                 payload["guild_id"] = str(int(data["guild_id"]))
+            # discord.py builds Interactions from the payload and its connection state;
+            # the REST-only state (after login) is all the webhooks need
             return discord.Interaction(data=payload,  # type: ignore[arg-type]
                                        state=self.client._connection)
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             log.warning("discord: cannot answer interaction %s through its token (%s); "
                         "answering in the channel", interaction_id, e)
             return None
