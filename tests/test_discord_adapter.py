@@ -1038,3 +1038,41 @@ async def test_two_sharded_bots_each_answer_their_guilds(
         for driver in reversed(drivers):
             await driver.stop()
             driver.close_redirect()
+
+
+async def test_a_slash_command_cut_by_a_restart_is_answered_in_its_interaction(
+        openai_fake: Any, tmp_path: Any) -> None:
+    """The journal stores the interaction's token (Inbound.reply_via): after a restart the
+    slash command's answer fills its "thinking…" response instead of going to the
+    channel (the same path a worker process answers through)."""
+    from tests.conftest import make_driver
+    from tests.harness import ALICE as USER
+    from tests.harness import wait_for
+
+    driver, discord_fake = await make_driver("discord", openai_fake, tmp_path)
+    try:
+        await driver.start()
+        openai_fake.hang_next(path="/audio/speech")
+        await driver.send_text("/say hello there")
+        await openai_fake.wait_until(lambda: bool(openai_fake.requests_to("/audio/speech")), 10)
+        iid = max(discord_fake._interactions)
+        await discord_fake.wait_until(lambda: bool(discord_fake.interaction_responses(iid)))
+        assert driver.app is not None
+
+        async def impatient(timeout: float = 30.0, close: Any = driver.app.router.close) -> None:
+            await close(0.2)
+
+        driver.app.router.close = impatient  # type: ignore[method-assign]
+        await driver.stop()
+        await driver.start()
+        await wait_for(lambda: len(discord_fake.interaction_responses(iid)) >= 2, 20,
+                       "the answer after the restart")
+        kinds = [r["kind"] for r in discord_fake.interaction_responses(iid)]
+        assert kinds == ["callback", "followup"]  # the deferred response, filled
+        (reply,) = driver.replies(user=USER)
+        assert reply.kind == "voice" and reply.files
+        assert discord_fake.messages(driver.channel(False, False, USER))[0].via_interaction
+    finally:
+        await driver.stop()
+        driver.close_redirect()  # type: ignore[attr-defined]
+        await discord_fake.stop()
