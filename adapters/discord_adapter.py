@@ -319,9 +319,10 @@ class DiscordReplier(_DiscordReplier):
 class InteractionReplier(_DiscordReplier):
     """Answers a slash command: response, then edits of it and followups (15-minute token)."""
 
-    def __init__(self, adapter: DiscordAdapter, interaction: discord.Interaction) -> None:
-        channel_id = interaction.channel_id or 0
-        super().__init__(adapter, channel_id)
+    def __init__(self, adapter: DiscordAdapter, interaction: discord.Interaction,
+                 channel_id: int | None = None) -> None:
+        # channel_id: given for an interaction rebuilt from its token, which has no channel
+        super().__init__(adapter, channel_id or interaction.channel_id or 0)
         self.interaction = interaction
         self._lock = asyncio.Lock()
         self._deferred = False
@@ -750,7 +751,7 @@ class DiscordAdapter:
         if via is not None and reply_to is not None:
             interaction = self._restored_interaction(via, reply_to, target, private)
             if interaction is not None:
-                return InteractionReplier(self, interaction)
+                return InteractionReplier(self, interaction, target)
         partial = self.client.get_partial_messageable(target)
         reference = None
         if reply_to is not None and not private:

@@ -821,6 +821,31 @@ async def test_send_only_worker_answers_an_unacknowledged_slash_command(
     assert [m.content for m in fake.messages(fake.channel_id)] == ["what I can do"]
 
 
+async def test_send_only_worker_answers_an_expired_interaction_in_its_channel(
+        bot: Any, fake: FakeDiscord) -> None:
+    """Nobody acknowledged the slash command in time (Discord: 10062 Unknown interaction):
+    the worker's answer goes to the thread the command was run in, typing included."""
+    from bot.journal import dump_inbound, load_inbound, replier_for
+
+    ingress, sink = bot
+    fake.slash("help", {}, channel_id=fake.thread_id, user_id=ALICE)
+    command, _ = await next_inbound(fake, sink)
+    fake.interaction_deadline = 0.0  # the 3 s are over
+    worker = DiscordAdapter(ingress.config)
+    await worker.start(RecordingSink(ingress.config), receive=False)
+    try:
+        answer = replier_for(worker, load_inbound(dump_inbound(command), worker))
+        await answer.defer()
+        await answer.start_action("typing")
+        sent = await answer.send("what I can do")
+        await answer.edit(sent, "what I can do, edited")
+    finally:
+        await worker.stop()
+    assert [m.content for m in fake.messages(fake.thread_id)] == ["what I can do, edited"]
+    assert not fake.messages(fake.thread_id)[0].via_interaction
+    assert fake.typing(fake.thread_id) == 1
+
+
 async def test_send_only_rejected_token_is_a_startup_error(fake: FakeDiscord) -> None:
     config = load_config(None, env={"OPENAI_API_KEY": "x", "DISCORD_BOT_TOKEN": "wrong"})
     adapter = DiscordAdapter(config)
