@@ -579,9 +579,16 @@ async def test_send_only_worker_answers_a_journal_restored_message(
     stored = dump_inbound(received)
     await ingress.stop()
 
+    # the same config.toml as a webhook ingress: the worker must leave the webhook alone
+    from tests.harness_platforms import with_webhook
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(with_webhook("", 8443))
+    worker_config = load_config(cfg, env=env)
+    assert worker_config.telegram.webhook_url
     before = len(fake.calls)
-    worker = TelegramAdapter(config)
-    await worker.start(RecordingSink(config), receive=False)
+    worker = TelegramAdapter(worker_config)
+    await worker.start(RecordingSink(worker_config), receive=False)
     try:
         assert worker.connected and not worker.receiving
         inbound = load_inbound(stored, worker)
