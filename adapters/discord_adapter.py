@@ -319,9 +319,10 @@ class DiscordReplier(_DiscordReplier):
 class InteractionReplier(_DiscordReplier):
     """Answers a slash command: response, then edits of it and followups (15-minute token)."""
 
-    def __init__(self, adapter: DiscordAdapter, interaction: discord.Interaction) -> None:
-        channel_id = interaction.channel_id or 0
-        super().__init__(adapter, channel_id)
+    def __init__(self, adapter: DiscordAdapter, interaction: discord.Interaction,
+                 channel_id: int | None = None) -> None:
+        # channel_id: given for an interaction rebuilt from its token, which has no channel
+        super().__init__(adapter, channel_id or interaction.channel_id or 0)
         self.interaction = interaction
         self._lock = asyncio.Lock()
         self._deferred = False
@@ -335,7 +336,7 @@ class InteractionReplier(_DiscordReplier):
             await self._defer_locked()
 
     async def _defer_locked(self) -> None:
-        if self._fallback is not None or self.interaction.response.is_done():
+        if self._fallback is not None or self._deferred or self.interaction.response.is_done():
             return
         try:
             await self.interaction.response.defer()
@@ -379,13 +380,22 @@ class InteractionReplier(_DiscordReplier):
         """Send through the interaction; returns the message id."""
         inter = self.interaction
         with _rate_limits():
-            if not inter.response.is_done():
-                resp = await inter.response.send_message(allowed_mentions=NO_MENTIONS, **kwargs)
-                mid = resp.message_id
-                if mid is None:
-                    mid = (await inter.original_response()).id
-                self._original_id = mid
-                return mid
+            if not inter.response.is_done() and not self._deferred:
+                try:
+                    resp = await inter.response.send_message(allowed_mentions=NO_MENTIONS,
+                                                             **kwargs)
+                except discord.HTTPException as e:
+                    if e.code != 40060:
+                        raise
+                    # acknowledged elsewhere: the receiving process deferred it while this
+                    # one (a worker, or the bot after a restart) had the message queued
+                    self._deferred = True
+                else:
+                    mid = resp.message_id
+                    if mid is None:
+                        mid = (await inter.original_response()).id
+                    self._original_id = mid
+                    return mid
             if self._deferred and self._original_id is None:
                 if "files" in kwargs:
                     kwargs["attachments"] = kwargs.pop("files")
@@ -490,6 +500,14 @@ class InteractionReplier(_DiscordReplier):
         return asyncio.create_task(later())
 
 
+def _interaction_via(interaction: discord.Interaction) -> str:
+    """What another process needs to answer a slash command through its webhook token
+    (valid 15 minutes): callback, edits of the original response, followups. Plain HTTP."""
+    return json.dumps({"interaction": {
+        "application_id": str(interaction.application_id), "token": interaction.token,
+        "guild_id": str(interaction.guild_id) if interaction.guild_id else None}})
+
+
 def _startup_error(error: BaseException | None) -> StartupError:
     """Why the client did not come up, as one line for the operator (re-raises the rest)."""
     if isinstance(error, discord.LoginFailure):
@@ -528,14 +546,10 @@ def _forbidden(channel_id: int) -> Any:
         raise ChatForbidden(f"discord channel {channel_id}: {e.status} {e.text}") from None
 
 
-class _Client(discord.Client):
-    """discord.Client wired to the adapter's callbacks."""
+class _Events:
+    """The adapter's callbacks, shared by the plain and the sharded client."""
 
-    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.adapter = adapter
-        self.tree = app_commands.CommandTree(self)
-        self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
+    adapter: DiscordAdapter
 
     async def on_ready(self) -> None:
         """The gateway session is live and the guild cache is filled."""
@@ -556,6 +570,62 @@ class _Client(discord.Client):
         log.error("slash command %s failed", interaction.data, exc_info=error)
 
 
+class _Client(_Events, discord.Client):
+    """discord.Client (one gateway connection) wired to the adapter's callbacks."""
+
+    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
+
+
+IDENTIFY_WINDOW = 5.0  # Discord: each identify bucket starts one session per 5 s
+
+
+class _ShardedClient(_Events, discord.AutoShardedClient):
+    """discord.py's AutoShardedClient: one gateway connection per shard of this process.
+
+    discord.py waits 5 s before every IDENTIFY after the first (safe for any bot). Discord
+    allows `max_concurrency` at once (GET /gateway/bot, session_start_limit): shards with
+    different `shard_id % max_concurrency` (identify buckets) may identify together, one
+    per bucket per 5 s, so a process with several shards comes up in one step on a bot
+    with max_concurrency > 1 and exactly as discord.py paces it otherwise.
+    """
+
+    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
+        self._concurrency: int | None = None
+        self._identified: dict[int, float] = {}  # bucket -> monotonic time of last IDENTIFY
+        self._identify_lock = asyncio.Lock()
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False
+                                   ) -> None:
+        """Wait for this shard's identify bucket (see the class docstring)."""
+        async with self._identify_lock:
+            if self._concurrency is None:
+                try:
+                    limits = await self.fetch_session_start_limits()
+                    self._concurrency = max(1, limits.max_concurrency)
+                    if limits.remaining <= 0:
+                        log.error("discord: no session starts left today (resets in %.0f "
+                                  "min); the gateway will refuse to identify",
+                                  limits.reset_after / 60000)
+                except (discord.HTTPException, discord.GatewayNotFound) as e:
+                    log.warning("discord: GET /gateway/bot failed (%s); identifying one "
+                                "shard per 5 s", e)
+                    self._concurrency = 1
+            bucket = (shard_id or 0) % self._concurrency
+            last = self._identified.get(bucket)
+            now = time.monotonic()
+            if last is not None and now - last < IDENTIFY_WINDOW:
+                await asyncio.sleep(IDENTIFY_WINDOW - (now - last))
+            self._identified[bucket] = time.monotonic()
+
+
 class DiscordAdapter:
     """One bot connection to Discord (gateway + REST) via discord.py."""
 
@@ -570,28 +640,50 @@ class DiscordAdapter:
         intents.guild_messages = True
         intents.dm_messages = True
         intents.message_content = True
-        self.client = _Client(
-            self,
-            intents=intents,
-            guild_ready_timeout=guild_ready_timeout,
-            max_ratelimit_timeout=MAX_RATELIMIT_WAIT,
-            allowed_mentions=NO_MENTIONS,
-        )
+        options: dict[str, Any] = {
+            "intents": intents, "guild_ready_timeout": guild_ready_timeout,
+            "max_ratelimit_timeout": MAX_RATELIMIT_WAIT, "allowed_mentions": NO_MENTIONS}
+        shards = config.discord.shard_count
+        self.client: _Client | _ShardedClient
+        if shards == 0:
+            self.client = _Client(self, **options)
+        else:  # "auto": discord.py asks GET /gateway/bot for Discord's recommendation
+            self.client = _ShardedClient(
+                self, shard_count=None if shards == "auto" else int(shards),
+                shard_ids=list(config.discord.shard_ids) or None, **options)
         self.ready = asyncio.Event()
         self.sink: Sink | None = None
+        # False: a send-only worker (start(receive=False)), no gateway connection
+        self.receiving = True
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, sink: Sink) -> None:
-        """Log in, connect the gateway, register slash commands; returns once live."""
+    async def start(self, sink: Sink, *, receive: bool = True) -> None:
+        """Log in, connect the gateway, register slash commands; returns once live.
+
+        receive=False (a worker answering messages another process received): log in over
+        HTTP only (`Client.login`: the token is checked, the application id learnt), no
+        gateway connection and no command sync; `replier_for` and `attachment_reader` work,
+        slash commands included while their interaction token lives (15 minutes).
+        """
         if not self.token:
             raise StartupError("DISCORD_BOT_TOKEN is not set: put the bot token from the "
                                "Discord Developer Portal in .env or the environment",
                                exit_code=2)
         self.sink = sink
+        self.receiving = receive
+        if not receive:
+            try:
+                await self.client.login(self.token)
+            except Exception as e:
+                await self.stop()
+                raise _startup_error(e) from e
+            log.info("discord: %s sends only (events are received by another process)",
+                     self.client.user)
+            return
         self._build_tree(sink.commands.for_platform(CAPABILITIES))
         self._task = asyncio.create_task(self.client.start(self.token), name="discord client")
         ready = asyncio.create_task(self.ready.wait())
@@ -603,10 +695,16 @@ class DiscordAdapter:
             error = self._task.exception() if self._task in done else None
             await self.stop()  # closes discord.py's HTTP session: no "Unclosed client session"
             raise _startup_error(error) from error
-        if self.config.discord.sync_commands:
+        ids = self.config.discord.shard_ids
+        if self.config.discord.sync_commands and (not ids or 0 in ids):
+            # commands are global: of several ingress processes, the one with shard 0 syncs
             synced = await self.client.tree.sync()
             log.info("discord: synced %d slash commands", len(synced))
-        log.info("discord: connected as %s", self.client.user)
+        if isinstance(self.client, _ShardedClient):
+            log.info("discord: connected as %s, shards %s of %s", self.client.user,
+                     sorted(self.client.shards), self.client.shard_count)
+        else:
+            log.info("discord: connected as %s", self.client.user)
         await self._catch_up()
 
     # ------------------------------------------------------------------ crash recovery
@@ -644,15 +742,43 @@ class DiscordAdapter:
                          missed, key)
 
     def replier_for(self, channel: ChannelKey, reply_to: str | None, *,
-                    private: bool) -> DiscordReplier:
-        """A replier for a stored message; in guilds the answer replies to it (a slash
-        command answered after a restart goes to the channel: its token is gone)."""
+                    private: bool, via: str | None = None) -> _DiscordReplier:
+        """A replier for a stored message (or one another process received); in guilds
+        the answer replies to it. A slash command (`via`: its interaction's token, from
+        Inbound.reply_via) is answered through the interaction, which goes to the channel
+        once the token is unusable."""
         target = int(channel.thread_id or channel.chat_id)
+        if via is not None and reply_to is not None:
+            interaction = self._restored_interaction(via, reply_to, target, private)
+            if interaction is not None:
+                return InteractionReplier(self, interaction, target)
         partial = self.client.get_partial_messageable(target)
         reference = None
         if reply_to is not None and not private:
             reference = partial.get_partial_message(int(reply_to))
         return DiscordReplier(self, partial, target, reference)  # type: ignore[arg-type]
+
+    def _restored_interaction(self, via: str, interaction_id: str, channel_id: int,
+                              private: bool) -> discord.Interaction | None:
+        """discord.py's Interaction rebuilt from what `_interaction_via` stored: enough for
+        its response, original-response and followup webhooks (all plain HTTP)."""
+        try:
+            data = json.loads(via)["interaction"]
+            payload: dict[str, Any] = {
+                "id": str(int(interaction_id)), "type": 2, "version": 1,
+                "token": str(data["token"]), "application_id": str(int(data["application_id"])),
+                "channel_id": str(channel_id), "attachment_size_limit": CAPABILITIES.max_upload,
+                "data": {}}
+            if data.get("guild_id") and not private:
+                payload["guild_id"] = str(int(data["guild_id"]))
+            # discord.py builds Interactions from the payload and its connection state;
+            # the REST-only state (after login) is all the webhooks need
+            return discord.Interaction(data=payload,  # type: ignore[arg-type]
+                                       state=self.client._connection)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            log.warning("discord: cannot answer interaction %s through its token (%s); "
+                        "answering in the channel", interaction_id, e)
+            return None
 
     def attachment_reader(self, ref: str) -> Any:
         """A stored file is read again from its CDN URL."""
@@ -667,6 +793,11 @@ class DiscordAdapter:
             task.cancel()
         await self.client.close()
         if self._task is not None:
+            if not self._task.done():
+                # AutoShardedClient retries a shard that failed to connect forever, even
+                # after close(): a start that never came up must not hang stop()
+                await asyncio.wait({self._task}, timeout=1.0)
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         if self._session is not None:
@@ -675,7 +806,10 @@ class DiscordAdapter:
 
     @property
     def connected(self) -> bool:
-        """Gateway session up (read by the health file behind `doctor --live`)."""
+        """Gateway session up, or in send-only mode logged in (read by the health file
+        behind `doctor --live`)."""
+        if not self.receiving:
+            return self.client.user is not None and not self.client.is_closed()
         return self.client.is_ready() and not self.client.is_closed()
 
     async def upload_session(self) -> aiohttp.ClientSession:
@@ -799,6 +933,7 @@ class DiscordAdapter:
             is_private=interaction.guild_id is None,
             addressed=True,
             command=call,
+            reply_via=_interaction_via(interaction),
         )
         await self.sink.submit(inbound, replier)
 

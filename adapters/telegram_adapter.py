@@ -135,32 +135,62 @@ def _display_name(user: Any) -> str:
 
 
 class SendLimiter:
-    """Per-chat pacing: at most `per_minute` new messages in any 60 s window per group.
+    """Pacing of new messages: per group chat and for the whole bot.
 
-    Telegram rejects more than about 20 messages a minute in one group; waiting here (in the
+    Per chat: at most `per_minute` new messages in any 60 s window per group. Telegram
+    rejects more than about 20 messages a minute in one group; waiting here (in the
     sending coroutine only) spreads a burst instead of collecting 429s. A sliding window is
     used rather than a plain token bucket so that a burst never exceeds the limit either.
+    A chat is answered by one process at a time (one bot, or the cluster's channel lease),
+    so this count is exact across workers too.
+
+    Whole bot: about 30 messages a second over all chats (Telegram's bot FAQ). That limit
+    is the bot's, not the process's, so `[telegram] global_rate` is this process's share:
+    30 for one process, 30 / N for each of N workers. A token bucket holding one second's
+    worth lets a short burst out at once and then paces at the rate; 0 turns it off.
     """
 
-    def __init__(self, per_minute: int = GROUP_SENDS_PER_MINUTE, window: float = 60.0) -> None:
+    def __init__(self, per_minute: int = GROUP_SENDS_PER_MINUTE, window: float = 60.0,
+                 global_rate: float = 0.0) -> None:
         self.per_minute = per_minute
         self.window = window
+        self.global_rate = global_rate
         self._sent: dict[int, collections.deque[float]] = collections.defaultdict(
             collections.deque)
         self._locks: dict[int, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._capacity = max(1.0, global_rate)
+        self._tokens = self._capacity
+        self._stamp = time.monotonic()
+        self._global_lock = asyncio.Lock()
 
-    async def acquire(self, chat_id: int) -> None:
-        """Wait until one more message may go to this chat, then count it."""
-        async with self._locks[chat_id]:
-            stamps = self._sent[chat_id]
+    async def acquire(self, chat_id: int, *, group: bool = True) -> None:
+        """Wait until one more message may go to this chat, then count it (a private
+        chat, group=False, has no per-chat window; the bot-wide rate applies to all)."""
+        if group:
+            async with self._locks[chat_id]:
+                stamps = self._sent[chat_id]
+                while True:
+                    now = time.monotonic()
+                    while stamps and now - stamps[0] >= self.window:
+                        stamps.popleft()
+                    if len(stamps) < self.per_minute:
+                        stamps.append(now)
+                        break
+                    await asyncio.sleep(stamps[0] + self.window - now)
+        if self.global_rate > 0:
+            await self._take_global()
+
+    async def _take_global(self) -> None:
+        async with self._global_lock:
             while True:
                 now = time.monotonic()
-                while stamps and now - stamps[0] >= self.window:
-                    stamps.popleft()
-                if len(stamps) < self.per_minute:
-                    stamps.append(now)
+                self._tokens = min(self._capacity,
+                                   self._tokens + (now - self._stamp) * self.global_rate)
+                self._stamp = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
                     return
-                await asyncio.sleep(stamps[0] + self.window - now)
+                await asyncio.sleep((1.0 - self._tokens) / self.global_rate)
 
 
 @dataclass
@@ -203,10 +233,11 @@ class TelegramReplier(Replier):
 
     async def _call(self, fn: Callable[..., Awaitable[_T]], *, new_message: bool,
                     **kwargs: Any) -> _T:
-        """One Bot API call: group pacing, and 429 waits (this chat only) up to 3 retries."""
+        """One Bot API call: group and bot-wide pacing, and 429 waits (this chat only) up
+        to 3 retries."""
         for attempt in range(RETRIES + 1):
-            if new_message and not self.is_private:
-                await self.adapter.limiter.acquire(self.chat_id)
+            if new_message:
+                await self.adapter.limiter.acquire(self.chat_id, group=not self.is_private)
             try:
                 return await fn(**kwargs)
             except Forbidden as e:  # removed from the group, or blocked: permanent
@@ -486,23 +517,32 @@ class TelegramAdapter:
             .build()
         )
         self.app.add_handler(TypeHandler(Update, self._on_update))
-        self.limiter = SendLimiter()
+        self.limiter = SendLimiter(global_rate=config.telegram.global_rate)
         self.bot_id: int | None = None
         self.bot_username: str | None = None
         self._sink: Sink | None = None
+        # False: a send-only worker (start(receive=False)), no Updater running
+        self.receiving = True
+        self._logged_in = False
         self._albums: dict[tuple[int, str], _Album] = {}
 
     def saturated(self) -> bool:
         """Whether API calls are queueing for a connection (then cosmetic calls are shed)."""
         return self._request.saturated()
 
-    async def start(self, sink: Sink) -> None:
+    async def start(self, sink: Sink, *, receive: bool = True) -> None:
         """getMe, setMyCommands, then the Updater and the Application; returns once live.
+
+        receive=False (a worker answering messages another process received): getMe only.
+        No polling, no webhook set or deleted, no commands registered: the receiving
+        process owns those, and a getUpdates here would steal its updates. Repliers from
+        `replier_for` and readers from `attachment_reader` work as usual.
 
         Raises StartupError (one line, no token) when Telegram rejects the token (exit 2),
         refuses the webhook (exit 2) or cannot be reached (exit 1).
         """
         self._sink = sink
+        self.receiving = receive
         try:
             await self._start(sink)
         except BaseException:
@@ -519,6 +559,11 @@ class TelegramAdapter:
         me = self.app.bot
         self.bot_id = me.id
         self.bot_username = me.username
+        self._logged_in = True
+        if not self.receiving:
+            log.info("telegram: @%s sends only (updates are received by another process)",
+                     self.bot_username)
+            return
         await self._register_commands(sink)
         await self._requeue_undelivered()
         tg = self.config.telegram
@@ -610,7 +655,10 @@ class TelegramAdapter:
 
     @property
     def connected(self) -> bool:
-        """Receiving updates (read by the health file behind `doctor --live`)."""
+        """Receiving updates, or in send-only mode logged in to the Bot API (read by the
+        health file behind `doctor --live`)."""
+        if not self.receiving:
+            return self._logged_in
         updater = self.app.updater
         return bool(self.app.running and updater is not None and updater.running)
 
@@ -624,6 +672,7 @@ class TelegramAdapter:
 
         Safe after a failed or partial start, and when called twice.
         """
+        self._logged_in = False
         try:
             updater = self.app.updater
             if updater is not None and updater.running:

@@ -367,6 +367,34 @@ async def test_send_limiter_spreads_a_burst() -> None:
     assert loop.time() - other < 0.1
 
 
+async def test_send_limiter_paces_the_whole_bot_at_its_share() -> None:
+    """[telegram] global_rate: one second's worth goes at once, then the rate holds over
+    every chat, private ones included (each worker of N gets 30 / N)."""
+    limiter = SendLimiter(global_rate=4)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for chat in range(4):  # the bucket's one second's worth
+        await limiter.acquire(USER + chat, group=False)
+    assert loop.time() - start < 0.2
+    for chat in range(2):  # then 4 per second, whatever the chat
+        await limiter.acquire(GROUP - chat)
+    assert loop.time() - start >= 0.49
+    assert SendLimiter().global_rate == 0  # off unless configured
+
+
+async def test_global_rate_comes_from_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[telegram]\nglobal_rate = 7.5\n")
+    env = {"OPENAI_API_KEY": "x", "TELEGRAM_BOT_TOKEN": "1:x"}
+    for config, rate in ((load_config(cfg, env=env), 7.5), (load_config(None, env=env), 30)):
+        adapter = TelegramAdapter(config)
+        assert adapter.limiter.global_rate == rate
+        await adapter.stop()
+    cfg.write_text("[telegram]\nglobal_rate = -1\n")
+    with pytest.raises(Exception, match=r"telegram\.global_rate must not be negative"):
+        load_config(cfg, env=env)
+
+
 async def test_files(fake: FakeTelegram, bot: Running) -> None:
     _, sink = bot
     fake.user_message(USER, USER, "hi")
@@ -521,3 +549,86 @@ def test_html_parser_matches_tdlib() -> None:
     ]:
         with pytest.raises(Exception, match=message.replace("(", r"\(")):
             parse_html(bad)
+
+
+# ---------------------------------------------------------------------- send-only worker
+
+
+# what only a receiving process may call: a worker calling them would steal updates,
+# drop the ingress's webhook or re-register commands
+RECEIVING_METHODS = {"getupdates", "setwebhook", "deletewebhook", "setmycommands"}
+
+
+async def test_send_only_worker_answers_a_journal_restored_message(
+        fake: FakeTelegram, tmp_path: Path) -> None:
+    """receive=False (the worker role): getMe only, then a message another process
+    received, rebuilt from its journal JSON, is answered with every kind of reply."""
+    from bot.journal import dump_inbound, load_inbound, replier_for
+
+    env = {"OPENAI_API_KEY": "x", "TELEGRAM_BOT_TOKEN": fake.token,
+           "TELEGRAM_API_URL": fake.url}
+    config = load_config(None, env=env)
+    ingress = TelegramAdapter(config)
+    ingress_sink = RecordingSink(config)
+    await ingress.start(ingress_sink)
+    picture = png("blue")
+    fake.user_message(GROUP, USER, None, caption="what is this? " + "long " * 5,
+                      photo=picture, chat_type="supergroup", chat_title="Test group",
+                      mention_bot=True)
+    received, _ = await ingress_sink.next()
+    stored = dump_inbound(received)
+    await ingress.stop()
+
+    # the same config.toml as a webhook ingress: the worker must leave the webhook alone
+    from tests.harness_platforms import with_webhook
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(with_webhook("", 8443))
+    worker_config = load_config(cfg, env=env)
+    assert worker_config.telegram.webhook_url
+    before = len(fake.calls)
+    worker = TelegramAdapter(worker_config)
+    await worker.start(RecordingSink(worker_config), receive=False)
+    try:
+        assert worker.connected and not worker.receiving
+        inbound = load_inbound(stored, worker)
+        assert inbound.channel == received.channel and inbound.addressed
+        assert await inbound.attachments[0].read() == picture  # getFile + download
+        replier = replier_for(worker, inbound)
+        async with replier.working("typing"):
+            stream = replier.stream()
+            stream.append("A **blue** square")
+            stream.append(", nothing else.")
+            await stream.finish()
+        sent = await replier.send("first")
+        await replier.edit(sent, "first, edited")
+        voice = b"OggS\x00\x02" + b"\x00" * 64
+        await replier.send_file(OutFile(voice, "a.ogg", "audio/ogg", kind="voice"))
+        await replier.send_files([OutFile(png(c), f"{c}.png", "image/png", kind="image")
+                                  for c in ("red", "green")])
+        await replier.reply_long("x " * 3000)  # split at 4096
+        assert hasattr(replier, "delete")
+        await replier.delete(sent)  # type: ignore[attr-defined]
+    finally:
+        await worker.stop()
+    msgs = fake.messages(GROUP)
+    texts = [m.text for m in msgs if m.kind == "text" and not m.deleted]
+    assert texts[0] == "A blue square, nothing else."
+    assert msgs[0].reply_to_message_id == int(received.id)  # replies to the user's message
+    assert next(m for m in msgs if m.deleted).text == "first, edited"
+    assert any(m.kind == "voice" for m in msgs)
+    assert len({m.media_group_id for m in msgs if m.kind == "photo"}) == 1
+    assert len(texts) >= 3  # the long reply was split
+    worker_calls = {c.method.lower() for c in fake.calls[before:]}
+    assert "getme" in worker_calls and "sendmessage" in worker_calls
+    assert not worker_calls & RECEIVING_METHODS, worker_calls & RECEIVING_METHODS
+
+
+async def test_console_refuses_send_only_mode(tmp_path: Path) -> None:
+    from adapters.console import ConsoleAdapter
+
+    config = load_config(None, env={"OPENAI_API_KEY": "x"})
+    adapter = ConsoleAdapter(stdin=asyncio.StreamReader(), stdout=io.StringIO(),
+                             out_dir=tmp_path, user="alice")
+    with pytest.raises(StartupError, match="console cannot run as a send-only worker"):
+        await adapter.start(RecordingSink(config), receive=False)
