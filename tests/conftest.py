@@ -12,6 +12,7 @@ import pytest
 
 from tests.fakes.openai_api import FakeOpenAI
 from tests.harness import ConsoleDriver, Driver
+from tests.pg import pg_server, pg_url  # noqa: F401 (fixtures: a PostgreSQL per test)
 
 PLATFORMS = ["telegram", "discord", "console"]
 
