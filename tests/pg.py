@@ -9,7 +9,6 @@ durability off (a test database need not survive a power cut). It stops at exit.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import warnings
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 _names = itertools.count(1)
+_tuned: set[str] = set()  # servers already set up for tests
 
 
 def start_server(directory: Path) -> Any:
@@ -48,7 +48,6 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """This test process's PostgreSQL server (started on first use)."""
     directory = tmp_path_factory.mktemp("pg")
     server = start_server(directory)
-    asyncio.run(_tune(server))
     pid = os.getpid()
     yield server
     if os.getpid() == pid:
@@ -62,6 +61,12 @@ async def create_database(server: Any) -> str:
     name = f"test_{os.getpid()}_{next(_names)}"
     conn = await asyncpg.connect(admin_url(server))
     try:
+        if admin_url(server) not in _tuned:
+            # a test server: no fsync, no waiting for the WAL on commit
+            for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+                await conn.execute(f"ALTER SYSTEM SET {setting} = off")
+            await conn.execute("SELECT pg_reload_conf()")
+            _tuned.add(admin_url(server))
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
@@ -76,19 +81,6 @@ async def drop_database(server: Any, url: str) -> None:
     conn = await asyncpg.connect(admin_url(server))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-async def _tune(server: Any) -> None:
-    """A test server: no fsync, no waiting for the WAL on commit."""
-    import asyncpg
-
-    conn = await asyncpg.connect(admin_url(server))
-    try:
-        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
-            await conn.execute(f"ALTER SYSTEM SET {setting} = off")
-        await conn.execute("SELECT pg_reload_conf()")
     finally:
         await conn.close()
 
