@@ -300,7 +300,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     env_lines = "\n".join(f"  {name:<19} {text}" for name, text in ENVIRONMENT)
     epilog = (
         f"commands:\n  (none)   run the bot\n  init     write a commented config.toml and "
-        f".env.example here\n  doctor   check everything the bot needs, one line each\n\n"
+        f".env.example here\n  doctor   check everything the bot needs, one line each\n"
+        f"  migrate  copy a SQLite database into PostgreSQL\n\n"
         f"environment (also read from ./.env; the real environment wins):\n{env_lines}\n\n"
         f"config file: {shown} ({origin}; {state})\n\n"
         "exit codes: 0 stopped cleanly, 1 runtime failure (e.g. a platform unreachable),\n"
@@ -315,7 +316,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--console", action="store_true",
                         help="chat in the terminal even when platform tokens are set")
     parser.add_argument("--version", action="version", version=f"gptbot {version()}")
-    sub = parser.add_subparsers(dest="command", metavar="{init,doctor}")
+    sub = parser.add_subparsers(dest="command", metavar="{init,doctor,migrate}")
     init = sub.add_parser("init", help="write a commented config.toml and .env.example here")
     init.add_argument("--dir", default=".", help="where to write them (default: here)")
     doctor = sub.add_parser("doctor", help="check config, database, tokens, AI server, tools")
@@ -324,6 +325,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     doctor.add_argument("--live", action="store_true",
                         help="only: is a running bot alive with its platforms connected "
                              "(reads its health file; for HEALTHCHECK)")
+    migrate = sub.add_parser(
+        "migrate", help="copy a SQLite database into PostgreSQL (stop the bot first)")
+    migrate.add_argument("--from", dest="source", required=True, metavar="SQLITE",
+                         help="sqlite:///path/bot.sqlite3 or a path")
+    migrate.add_argument("--to", dest="target", required=True, metavar="POSTGRES_URL",
+                         help="postgresql://user:password@host/database (empty)")
+    migrate.add_argument("--replace", action="store_true",
+                         help="empty the target's bot tables first instead of refusing")
     return parser
 
 
@@ -344,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.doctor import init_files
 
         return init_files(Path(args.dir))
+    if args.command == "migrate":
+        from bot.migrate import migrate_main
+
+        return migrate_main(args.source, args.target, replace=args.replace)
     path, required, _ = config_location(args.config)
     if args.command == "doctor":
         from bot.doctor import doctor_main

@@ -14,7 +14,7 @@ import logging
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -1002,3 +1002,64 @@ _PGVECTOR = "vector"
 def _workspace_file(r: Any) -> WorkspaceFile:
     return WorkspaceFile(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], bool(r[6]), r[7], r[8],
                          r[9], r[10], float(r[11]))
+
+
+# --- whole-table import, for `python -m bot migrate` (bot/migrate.py) ----------------------
+
+# rows a fresh database already holds (migration 3 seeds the rollup timezone)
+_SEEDED = {"usage_meta"}
+# tables whose id the database assigns (an identity column)
+_IDENTITY = ("turns", "usage", "images", "workspace_files", "inbox")
+# triggers that would act on copied rows a second time (the rollups are copied as they are)
+_TRIGGERS = (("usage", "usage_rollup"), ("turns", "turns_answer_ends_inbox"))
+
+
+def _table(table: str) -> str:
+    if table not in TABLES:
+        raise ValueError(f"no table {table!r}")
+    return table
+
+
+async def table_columns(store: PgStore, table: str) -> list[str]:
+    """A table's columns, in order."""
+    rows = await store.pool.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema ="
+        " current_schema() AND table_name = $1 ORDER BY ordinal_position", _table(table))
+    return [str(r[0]) for r in rows]
+
+
+async def table_count(store: PgStore, table: str) -> int:
+    """Rows in a table."""
+    return int(await store.pool.fetchval(f"SELECT COUNT(*) FROM {_table(table)}"))
+
+
+async def filled_tables(store: PgStore) -> list[str]:
+    """The bot tables that hold rows (besides what migrations seed)."""
+    return [t for t in TABLES if t not in _SEEDED and await store.pool.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM {_table(t)})")]
+
+
+async def import_tables(
+    store: PgStore,
+    sources: list[tuple[str, list[str], AsyncIterator[list[tuple[Any, ...]]]]],
+    *, replace: bool,
+) -> None:
+    """Copy (table, columns, row batches) in with COPY, ids kept, in one transaction: the
+    bot tables are emptied first when `replace`; triggers that would re-apply copied effects
+    are off meanwhile; every id sequence then continues after the highest id copied."""
+    async with store.pool.acquire() as conn, conn.transaction():
+        if replace:
+            await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+        for table, trigger in _TRIGGERS:
+            await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
+        for table, columns, batches in sources:
+            if table in _SEEDED:
+                await conn.execute(f"DELETE FROM {_table(table)}")
+            async for rows in batches:
+                await conn.copy_records_to_table(_table(table), records=rows, columns=columns)
+        for table, trigger in _TRIGGERS:
+            await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
+        for table in _IDENTITY:
+            await conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                f" COALESCE(MAX(id), 0) + 1, false) FROM {table}")
