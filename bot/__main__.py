@@ -133,8 +133,12 @@ async def run(config: Config, *, console: bool) -> int:
     adapters = choose_adapters(config, console=console)
     from bot.doctor import database_access_error, explain_database_error
 
-    problem = None if config.postgres else database_access_error(config.database_path)
-    if problem is not None:  # before the console's log file is opened beside the database
+    # before the console's log file is opened (a start-up error stays one line on stderr)
+    if config.postgres:
+        from bot.store_pg import PgStore
+
+        await PgStore(config.database_url).ping()
+    elif (problem := database_access_error(config.database_path)) is not None:
         raise StartupError(explain_database_error(config.database_path, problem), 2)
     if any(a.name == "console" for a in adapters):
         from adapters.console import console_logging

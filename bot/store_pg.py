@@ -333,28 +333,48 @@ class PgStore:
     async def open(self) -> None:
         """Connect, check pgvector, apply pending migrations (under an advisory lock, so
         processes starting together migrate once), then open the pool."""
-        shown = redact(self.url)
+        conn = await self._connect()
         try:
-            conn = await asyncpg.connect(self.url, timeout=10)
-        except asyncpg.InvalidPasswordError as e:
-            raise StartupError(f"database: {shown} refused the login ({e}); check the user "
-                               "and password in [storage] url / BOT_DATABASE_URL", 2) from None
-        except asyncpg.InvalidCatalogNameError as e:
-            raise StartupError(f"database: {shown}: {e}; create it (createdb) or fix the "
-                               "name in [storage] url / BOT_DATABASE_URL", 2) from None
-        except (OSError, TimeoutError, asyncpg.PostgresError,
-                asyncpg.InterfaceError) as e:
-            why = " ".join(str(e).split()) or type(e).__name__
-            raise StartupError(f"database: cannot connect to {shown} ({why}); is PostgreSQL "
-                               "running and is [storage] url / BOT_DATABASE_URL right?",
-                               2) from None
-        try:
-            await self._require_pgvector(conn, shown)
+            await self._require_pgvector(conn, redact(self.url))
             await self._migrate(conn)
         finally:
             await conn.close()
         self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size,
                                                init=_init_connection)
+
+    async def ping(self) -> None:
+        """Connect once and hang up: StartupError (one line) when the database cannot be
+        reached or refuses the login."""
+        await (await self._connect()).close()
+
+    async def _connect(self) -> asyncpg.Connection:
+        shown = redact(self.url)
+        try:
+            conn = await asyncpg.connect(self.url, timeout=10)
+        except (asyncpg.InvalidPasswordError,
+                asyncpg.InvalidAuthorizationSpecificationError) as e:
+            raise StartupError(f"database: {shown} refused the login ({self._quiet(e)}); "
+                               "check the user and password in [storage] url / "
+                               "BOT_DATABASE_URL", 2) from None
+        except asyncpg.InvalidCatalogNameError as e:
+            raise StartupError(f"database: {shown}: {self._quiet(e)}; create it (createdb) "
+                               "or fix the name in [storage] url / BOT_DATABASE_URL",
+                               2) from None
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                ValueError) as e:
+            raise StartupError(f"database: cannot connect to {shown} ({self._quiet(e)}); is "
+                               "PostgreSQL running and is [storage] url / BOT_DATABASE_URL "
+                               "right?", 2) from None
+        return conn
+
+    def _quiet(self, e: BaseException) -> str:
+        """An error's text on one line, the URL's password blanked should it appear."""
+        text = " ".join(str(e).split()) or type(e).__name__
+        try:
+            password = urlsplit(self.url).password
+        except ValueError:
+            password = None
+        return text.replace(password, "***") if password else text
 
     @staticmethod
     async def _require_pgvector(conn: asyncpg.Connection, shown: str) -> None:
