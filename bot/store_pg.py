@@ -303,6 +303,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                               decoder=_vector_decode, format="binary")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """No reset query on release: the store leaves no session state behind (transactions
+    end with their block), and the default reset (RESET ALL, pg_advisory_unlock_all...) is
+    a second round trip for every statement. Users of `.pool` leave none either: session
+    settings and session advisory locks belong on a connection of their own."""
+
+
 def _count(status: str) -> int:
     """Rows affected, from a command status such as 'UPDATE 3'."""
     try:
@@ -325,7 +332,8 @@ class PgStore:
 
     @property
     def pool(self) -> asyncpg.Pool:
-        """The connection pool (open() first)."""
+        """The connection pool (open() first). Connections are not reset on release: leave
+        no session state on them (SET, LISTEN, session advisory locks)."""
         if self._pool is None:
             raise RuntimeError("store is not open")
         return self._pool
@@ -340,7 +348,7 @@ class PgStore:
         finally:
             await conn.close()
         self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size,
-                                               init=_init_connection)
+                                               init=_init_connection, reset=_keep_session)
 
     async def ping(self) -> None:
         """Connect once and hang up: StartupError (one line) when the database cannot be
