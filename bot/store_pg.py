@@ -9,6 +9,7 @@ prepared statement on a pooled connection. Memory vectors are pgvector `vector` 
 from __future__ import annotations
 
 import array
+import asyncio
 import json
 import logging
 import struct
@@ -329,6 +330,8 @@ class PgStore:
         self._pool_size = pool_size
         # pgvector is required (open() fails without it): memory search is always on
         self.vec = True
+        # channel -> [lock, calls in progress]: turn writes of a channel in call order
+        self._turn_order: dict[str, list[Any]] = {}
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -442,12 +445,23 @@ class PgStore:
         """Store one message of the conversation and return its id (see Store.append_turn:
         under a journal entry an assistant turn ends it in the same statement)."""
         mark = current_inbox.get()
-        turn_id = await self.pool.fetchval(
-            "INSERT INTO turns (channel, role, author_id, author_name, content, tokens,"
-            " message_id, addressed, created, tools, inbox_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-            channel, role, author_id, author_name, content, int(tokens), message_id,
-            int(addressed), time.time(), tools, mark.id if mark else None)
+        # a channel's turns get ids in the order this method was called (the chat handler
+        # stores the user turn in a task while the model answers): SQLite's one connection
+        # runs statements in that order, a pool would not, so calls per channel queue here
+        entry = self._turn_order.setdefault(channel, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                turn_id = await self.pool.fetchval(
+                    "INSERT INTO turns (channel, role, author_id, author_name, content,"
+                    " tokens, message_id, addressed, created, tools, inbox_id)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                    channel, role, author_id, author_name, content, int(tokens), message_id,
+                    int(addressed), time.time(), tools, mark.id if mark else None)
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._turn_order[channel]
         if mark is not None and role == "assistant":
             mark.answered = True
         return int(turn_id)

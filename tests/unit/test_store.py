@@ -297,3 +297,20 @@ def test_redact() -> None:
 async def test_sqlite_backend_name(tmp_path: Path) -> None:
     store: Any = Store(str(tmp_path / "x.db"))
     assert store.backend == "sqlite"
+
+
+async def test_pg_turns_keep_call_order_while_the_pool_is_busy(pg_url: str) -> None:
+    """The chat handler stores the user turn in a task while the model answers; on a pool
+    the answer's insert could overtake it. Ids follow the calls, as on SQLite."""
+    store = PgStore(pg_url)
+    await store.open()
+    try:
+        busy = await store.pool.acquire()  # the user turn's insert needs a new connection
+        user = asyncio.create_task(store.append_turn("c", "user", "question", 1))
+        await asyncio.sleep(0)
+        await store.pool.release(busy)
+        await store.append_turn("c", "assistant", "answer", 1)
+        await user
+        assert [t.role for t in await store.recent_turns("c", 100)] == ["user", "assistant"]
+    finally:
+        await store.close()
