@@ -268,6 +268,7 @@ ENVIRONMENT = (
     ("OPENAI_BASE_URL", "an OpenAI-compatible server, e.g. http://localhost:11434/v1"),
     ("TELEGRAM_BOT_TOKEN", "starts the Telegram adapter (token from @BotFather)"),
     ("TELEGRAM_API_URL", "root of a self-hosted Bot API server"),
+    ("TELEGRAM_WEBHOOK_SECRET", "[telegram] webhook_secret, kept out of config.toml"),
     ("DISCORD_BOT_TOKEN", "starts the Discord adapter"),
     ("BOT_CONFIG", "path of config.toml (like --config)"),
     ("BOT_DATABASE", "SQLite database file (overrides [storage] path)"),
