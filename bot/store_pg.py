@@ -220,7 +220,7 @@ PG_MIGRATIONS: list[str] = [
         channel TEXT NOT NULL,
         model TEXT NOT NULL,
         dims INTEGER NOT NULL,
-        vector vector NOT NULL,
+        vector vector NOT NULL CHECK (vector_dims(vector) = dims),
         created DOUBLE PRECISION NOT NULL
     );
     CREATE INDEX memory_vectors_channel ON memory_vectors (channel, turn_id);

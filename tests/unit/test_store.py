@@ -314,3 +314,25 @@ async def test_pg_turns_keep_call_order_while_the_pool_is_busy(pg_url: str) -> N
         assert [t.role for t in await store.recent_turns("c", 100)] == ["user", "assistant"]
     finally:
         await store.close()
+
+
+async def test_pg_a_failed_memory_batch_keeps_what_others_wrote_meanwhile(pg_url: str) -> None:
+    """As on SQLite (tests/unit/test_store_transactions.py): a batch whose vector has the
+    wrong size fails as a whole, and writes of other coroutines meanwhile stay."""
+    store = PgStore(pg_url)
+    await store.open()
+    try:
+        first = await store.append_turn("c:1", "user", "hello", 3)
+        await store.add_vectors([(first, "c:1", "m", _vec(1, 0, 0, 0))], 8, first)
+        bad = [(first, "c:1", "m", array.array("f", [1, 0, 0]).tobytes())]
+        batch = asyncio.create_task(store.add_vectors(bad, 8, first + 1))
+        second = await store.append_turn("c:1", "assistant", "hi there", 3)
+        await store.set_setting("c:1", "persona", "pirate")
+        with pytest.raises(Exception, match=r"(?i)check constraint"):
+            await batch
+        assert [t.id for t in await store.recent_turns("c:1", 1000)] == [first, second]
+        assert await store.setting("c:1", "persona") == "pirate"
+        assert await store.memory_cursor() == first  # the failed batch moved nothing
+        assert len(await store.memory_search("c:1", _vec(1, 0, 0, 0), 8, before=second, k=3)) == 1
+    finally:
+        await store.close()
