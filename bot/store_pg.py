@@ -37,6 +37,8 @@ from bot.store import (
 
 log = logging.getLogger(__name__)
 
+# how long an insert may take to commit (memory_backlog waits that long at an id gap)
+_IN_FLIGHT_SECONDS = 5.0
 # the migration lock: one process migrates, the others wait and find the work done
 _MIGRATION_LOCK = 0x67707462_6F740001  # "gptbot" + 1
 
@@ -835,9 +837,20 @@ class PgStore:
     async def memory_backlog(self, after: int, limit: int) -> list[tuple[int, str, str]]:
         """Turns not yet embedded: (id, channel, content), oldest first."""
         rows = await self.pool.fetch(
-            "SELECT id, channel, content FROM turns WHERE id > $1 ORDER BY id LIMIT $2",
-            after, limit)
-        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+            "SELECT id, channel, content, created FROM turns WHERE id > $1 ORDER BY id"
+            " LIMIT $2", after, limit)
+        # Inserts on other connections (or processes) commit in any order: a missing id
+        # just before a recent row may be a turn still being written, which the cursor
+        # would pass for good. Stop there; a gap older than that is a deleted turn.
+        out: list[tuple[int, str, str]] = []
+        expected = after + 1
+        settled = time.time() - _IN_FLIGHT_SECONDS
+        for r in rows:
+            if r[0] != expected and r[3] > settled:
+                break
+            out.append((int(r[0]), str(r[1]), str(r[2])))
+            expected = int(r[0]) + 1
+        return out
 
     async def add_vectors(self, rows: list[tuple[int, str, str, bytes]], dims: int,
                           cursor: int) -> None:

@@ -336,3 +336,21 @@ async def test_pg_a_failed_memory_batch_keeps_what_others_wrote_meanwhile(pg_url
         assert len(await store.memory_search("c:1", _vec(1, 0, 0, 0), 8, before=second, k=3)) == 1
     finally:
         await store.close()
+
+
+async def test_pg_memory_backlog_waits_at_a_turn_still_being_written(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another connection's insert may commit after a later id: the embedder's cursor must
+    not pass it. A fresh gap stops the backlog; an old one (a deleted turn) does not."""
+    store = PgStore(pg_url)
+    await store.open()
+    try:
+        first = await store.append_turn("c", "user", "one", 1)
+        # an id taken by an insert that has not committed yet
+        await store.pool.fetchval("SELECT nextval(pg_get_serial_sequence('turns', 'id'))")
+        third = await store.append_turn("c", "user", "three", 1)
+        assert await store.memory_backlog(0, 10) == [(first, "c", "one")]
+        monkeypatch.setattr("bot.store_pg._IN_FLIGHT_SECONDS", -1.0)  # the gap is old now
+        assert [t for t, _, _ in await store.memory_backlog(0, 10)] == [first, third]
+    finally:
+        await store.close()
