@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ if TYPE_CHECKING:  # imported when the bot starts: --help, init and doctor --liv
     from bot.ai import AI, Tokenizer
     from bot.router import Router
     from bot.store import Store
+    from bot.store_pg import PgStore
 
 log = logging.getLogger("bot")
 
@@ -37,7 +37,7 @@ class App:
     """A running bot: what tests and benchmarks start and stop in-process."""
 
     config: Config
-    store: Store
+    store: Store | PgStore
     ai: AI
     router: Router
     adapters: list[Any] = field(default_factory=list)
@@ -84,23 +84,13 @@ async def start_app(
 ) -> App:
     """Open storage, build the router and start each adapter."""
     from bot.ai import AI, Tokenizer
-    from bot.doctor import database_access_error, explain_database_error
     from bot.journal import Journal
     from bot.router import Router
-    from bot.store import Store
+    from bot.storage import open_store
     from bot.usage import Meter
     from handlers import registry
 
-    store = Store(config.database_path)
-    try:
-        problem = database_access_error(config.database_path)
-        if problem is not None:
-            raise problem
-        await store.open()
-    except (OSError, sqlite3.Error) as e:
-        with contextlib.suppress(Exception):
-            await store.close()
-        raise StartupError(explain_database_error(config.database_path, e), 2) from e
+    store = await open_store(config)
     meter = Meter(config, store)
     await meter.open()
     ai = AI(config, tokenizer or Tokenizer(config.chat.tokenizer), meter=meter)
@@ -143,8 +133,12 @@ async def run(config: Config, *, console: bool) -> int:
     adapters = choose_adapters(config, console=console)
     from bot.doctor import database_access_error, explain_database_error
 
-    problem = database_access_error(config.database_path)
-    if problem is not None:  # before the console's log file is opened beside the database
+    # before the console's log file is opened (a start-up error stays one line on stderr)
+    if config.postgres:
+        from bot.store_pg import PgStore
+
+        await PgStore(config.database_url).ping()
+    elif (problem := database_access_error(config.database_path)) is not None:
         raise StartupError(explain_database_error(config.database_path, problem), 2)
     if any(a.name == "console" for a in adapters):
         from adapters.console import console_logging
@@ -278,6 +272,7 @@ ENVIRONMENT = (
     ("DISCORD_BOT_TOKEN", "starts the Discord adapter"),
     ("BOT_CONFIG", "path of config.toml (like --config)"),
     ("BOT_DATABASE", "SQLite database file (overrides [storage] path)"),
+    ("BOT_DATABASE_URL", "postgresql://user:password@host/db (overrides [storage] url)"),
     ("BOT_HEALTH_FILE", "where the running bot writes its health (default: <database>.health)"),
 )
 
@@ -310,7 +305,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     env_lines = "\n".join(f"  {name:<19} {text}" for name, text in ENVIRONMENT)
     epilog = (
         f"commands:\n  (none)   run the bot\n  init     write a commented config.toml and "
-        f".env.example here\n  doctor   check everything the bot needs, one line each\n\n"
+        f".env.example here\n  doctor   check everything the bot needs, one line each\n"
+        f"  migrate  copy a SQLite database into PostgreSQL\n\n"
         f"environment (also read from ./.env; the real environment wins):\n{env_lines}\n\n"
         f"config file: {shown} ({origin}; {state})\n\n"
         "exit codes: 0 stopped cleanly, 1 runtime failure (e.g. a platform unreachable),\n"
@@ -325,7 +321,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--console", action="store_true",
                         help="chat in the terminal even when platform tokens are set")
     parser.add_argument("--version", action="version", version=f"gptbot {version()}")
-    sub = parser.add_subparsers(dest="command", metavar="{init,doctor}")
+    sub = parser.add_subparsers(dest="command", metavar="{init,doctor,migrate}")
     init = sub.add_parser("init", help="write a commented config.toml and .env.example here")
     init.add_argument("--dir", default=".", help="where to write them (default: here)")
     doctor = sub.add_parser("doctor", help="check config, database, tokens, AI server, tools")
@@ -334,6 +330,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     doctor.add_argument("--live", action="store_true",
                         help="only: is a running bot alive with its platforms connected "
                              "(reads its health file; for HEALTHCHECK)")
+    migrate = sub.add_parser(
+        "migrate", help="copy a SQLite database into PostgreSQL (stop the bot first)")
+    migrate.add_argument("--from", dest="source", required=True, metavar="SQLITE",
+                         help="sqlite:///path/bot.sqlite3 or a path")
+    migrate.add_argument("--to", dest="target", required=True, metavar="POSTGRES_URL",
+                         help="postgresql://user:password@host/database (empty)")
+    migrate.add_argument("--replace", action="store_true",
+                         help="empty the target's bot tables first instead of refusing")
     return parser
 
 
@@ -354,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.doctor import init_files
 
         return init_files(Path(args.dir))
+    if args.command == "migrate":
+        from bot.migrate import migrate_main
+
+        return migrate_main(args.source, args.target, replace=args.replace)
     path, required, _ = config_location(args.config)
     if args.command == "doctor":
         from bot.doctor import doctor_main

@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -402,6 +402,8 @@ def chat_of(channel: str) -> str:
 
 class Store:
     """Async SQLite access; open() applies migrations, close() checkpoints."""
+
+    backend = "sqlite"
 
     def __init__(self, path: str, settings_cache: int = 4096) -> None:
         self.path = path
@@ -1278,3 +1280,42 @@ def _connector(path: str) -> Any:
         return module.connect(path, isolation_level=None)
 
     return connect
+
+
+# --- whole-table export, for `python -m bot migrate` (bot/migrate.py) ----------------------
+
+async def table_names(store: Store) -> list[str]:
+    """The database's own tables (not SQLite's, not the sqlite-vec index, which is rebuilt
+    from memory_vectors)."""
+    rows = await store.db.execute_fetchall(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        " AND name NOT LIKE 'memory_index_%' ORDER BY name")
+    return [str(r[0]) for r in rows]
+
+
+async def table_columns(store: Store, table: str) -> list[str]:
+    """A table's columns, in order (`table` must come from table_names)."""
+    if table not in await table_names(store):
+        raise ValueError(f"no table {table!r}")
+    rows = await store.db.execute_fetchall(f'PRAGMA table_info("{table}")')
+    return [str(r[1]) for r in rows]
+
+
+async def table_count(store: Store, table: str) -> int:
+    """Rows in a table (`table` must come from table_names)."""
+    if table not in await table_names(store):
+        raise ValueError(f"no table {table!r}")
+    rows = await store.db.execute_fetchall(f'SELECT COUNT(*) FROM "{table}"')
+    return int(rows[0][0])
+
+
+async def table_rows(store: Store, table: str, columns: list[str],
+                     batch: int = 2000) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """Every row of a table, `batch` at a time (one statement: the bot must be stopped)."""
+    if table not in await table_names(store) or not set(columns) <= set(
+            await table_columns(store, table)):
+        raise ValueError(f"no table {table!r} with columns {columns}")
+    names = ", ".join(f'"{c}"' for c in columns)
+    async with store.db.execute(f'SELECT {names} FROM "{table}"') as cur:
+        while rows := await cur.fetchmany(batch):
+            yield [tuple(r) for r in rows]
