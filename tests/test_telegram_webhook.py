@@ -316,7 +316,9 @@ async def test_fake_retries_until_2xx_then_gives_up(fake: FakeTelegram) -> None:
                     "allowed_updates": ["message"]}) as r:
                 assert r.status == 200
             first = fake.user_message(ALICE.id, ALICE.id, "one")
-            await wait_for(lambda: len(seen) == 3, 10, "three attempts")
+            # the hook sees a POST before the fake has recorded its answer: wait for both
+            await wait_for(lambda: len(seen) == 3 and len(fake.webhook_posts) == 3, 10,
+                           "three attempts")
             assert [u["message"]["text"] for u, _ in seen] == ["one"] * 3
             assert {s for _, s in seen} == {"s3cret"}
             assert seen[0][0]["update_id"] == seen[2][0]["update_id"]
