@@ -17,11 +17,13 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # the daily rollup and day totals from the raw usage rows (migration 3, timezone change)
 _ROLLUP_STATEMENTS = (
@@ -670,7 +672,14 @@ class Store:
                 " updated = excluded.updated",
                 (channel, key, json.dumps(value), time.time()),
             )
-        self._settings.pop(channel, None)
+        # write-through (a new dict: callers may hold the old one): a setting written on
+        # every answer (last_answer, for /info) would otherwise cost a re-read per message
+        cached = self._settings.get(channel)
+        if cached is not None:
+            updated = {k: v for k, v in cached.items() if k != key}
+            if value is not None:
+                updated[key] = json.loads(json.dumps(value))
+            self._settings[channel] = updated
 
     # --- usage ---------------------------------------------------------------------------
 
@@ -971,24 +980,45 @@ class Store:
         index rows, and move the cursor, in one transaction."""
         now = time.time()
         await self._vec_table(dims)
-        await self.db.execute("BEGIN")
-        try:
-            await self.db.executemany(
+        vectors = [(t, c, m, dims, v, now) for t, c, m, v in rows]
+        index = [(t, c, t, v) for t, c, _m, v in rows]
+        vec = self.vec
+
+        def write(db: Any) -> None:
+            db.executemany(
                 "INSERT OR REPLACE INTO memory_vectors (turn_id, channel, model, dims, vector,"
-                " created) VALUES (?, ?, ?, ?, ?, ?)",
-                [(t, c, m, dims, v, now) for t, c, m, v in rows])
-            if self.vec:
-                await self.db.executemany(
-                    f"DELETE FROM memory_index_{dims} WHERE rowid = ?", [(t,) for t, *_ in rows])
-                await self.db.executemany(
-                    f"INSERT INTO memory_index_{dims} (rowid, channel, tid,"
-                    " embedding) VALUES (?, ?, ?, vec_quantize_binary(vec_f32(?)))",
-                    [(t, c, t, v) for t, c, _m, v in rows])
-            await self.set_memory_cursor(cursor)
-            await self.db.execute("COMMIT")
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
+                " created) VALUES (?, ?, ?, ?, ?, ?)", vectors)
+            if vec:
+                db.executemany(f"DELETE FROM memory_index_{dims} WHERE rowid = ?",
+                               [(t,) for t, *_ in rows])
+                db.executemany(
+                    f"INSERT INTO memory_index_{dims} (rowid, channel, tid, embedding)"
+                    " VALUES (?, ?, ?, vec_quantize_binary(vec_f32(?)))", index)
+            db.execute("INSERT INTO memory_state (key, value) VALUES ('cursor', ?)"
+                       " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (cursor,))
+
+        await self._transaction(write)
+
+    async def _transaction(self, work: Callable[[Any], T]) -> T:
+        """Run `work(connection)` as one transaction in one job on the connection's thread.
+
+        Every task shares the one connection: a BEGIN ... COMMIT spread over several
+        awaits takes in whatever other tasks run meanwhile (a stored turn, a journal
+        entry) and rolls them back with its own work on failure. aiosqlite runs one
+        callable at a time on its thread; `_execute` is how its own methods submit one.
+        """
+        def run() -> T:
+            db = self.db._conn
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        return await self.db._execute(run)
 
     async def _vec_table(self, dims: int) -> None:
         """The sqlite-vec index for one vector size: binary-quantized vectors partitioned
@@ -1052,21 +1082,19 @@ class Store:
         dims_list = [int(r[0]) for r in rows]
         for dims in dims_list:
             await self._vec_table(dims)
-        await self.db.execute("BEGIN")
-        try:
+        vec = self.vec
+
+        def erase(db: Any) -> int:
             for dims in dims_list:
-                if self.vec:
-                    await self.db.execute(
+                if vec:
+                    db.execute(
                         f"DELETE FROM memory_index_{dims} WHERE rowid IN"
                         " (SELECT turn_id FROM memory_vectors WHERE channel = ? AND dims = ?)",
                         (channel, dims))
-            cur = await self.db.execute("DELETE FROM memory_vectors WHERE channel = ?",
-                                        (channel,))
-            await self.db.execute("COMMIT")
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
-        return max(cur.rowcount, 0)
+            cur = db.execute("DELETE FROM memory_vectors WHERE channel = ?", (channel,))
+            return max(cur.rowcount, 0)
+
+        return await self._transaction(erase)
 
     async def memory_has_older(self, channel: str, before: int) -> bool:
         """Whether any turn of the channel older than `before` is embedded (one index seek:
@@ -1110,16 +1138,17 @@ class Store:
                          message_id: str, inbound: str, addressed: bool) -> int | None:
         """Attach a built message to its stored deliveries (the first carries it, the rest
         of an album are 'merged'); None when it was bound before (handled already)."""
-        cur = await self.db.execute(
+        # fetched in the same call: an UPDATE ... RETURNING left open across awaits is a
+        # write in progress on the shared connection, and any COMMIT in between fails
+        rows = await self.db.execute_fetchall(
             "UPDATE inbox SET channel = ?, message_id = ?, inbound = ?, addressed = ?,"
             " updated = ? WHERE platform = ? AND key = ? AND inbound IS NULL"
             " AND state = 'received' RETURNING id",
             (channel, message_id, inbound, int(addressed), time.time(), platform, keys[0]),
         )
-        row = await cur.fetchone()
-        await cur.close()
-        if row is None:
+        if not rows:
             return None
+        row = rows[0]
         for key in keys[1:]:
             await self.db.execute(
                 "UPDATE inbox SET state = 'merged', updated = ? WHERE platform = ? AND key = ?",

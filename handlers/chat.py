@@ -309,6 +309,8 @@ class _Answer:
     note: str = ""
     # the tool rounds that led to the text (JSON, stored with the turn)
     tools: str | None = None
+    # the stream, whose details /info shows once the answer is out
+    stream: Any = None
 
 
 async def answer_room(ctx: Context, model: str, messages: list[dict[str, Any]]) -> int:
@@ -360,6 +362,8 @@ async def answer(ctx: Context, messages: list[dict[str, Any]], *, feature: str =
             raise
         await out.finish(result.note)
     await _remember(ctx, result.text, out, result.tools)
+    if result.stream is not None:
+        await result.stream.save_last()
     return result.text
 
 
@@ -402,8 +406,9 @@ async def _ask_once(ctx: Context, out: Any, model: str, messages: list[dict[str,
         return _Answer(stream.text, messages, f"⚠️ {e.message}", stream.exchange_json())
     if stream.text.strip():
         note = "…(answer cut at the length limit)" if stream.finish_reason == "length" else ""
-        return _Answer(stream.text, messages, note, stream.exchange_json())
+        return _Answer(stream.text, messages, note, stream.exchange_json(), stream)
     if stream.refusal.strip():
+        await stream.save_last()
         raise UserError(stream.refusal.strip())
     # An empty stream is a failed request (llama.cpp answers an over-long prompt with an
     # empty 200 when streaming): the same request unstreamed makes the server say why.
@@ -412,9 +417,10 @@ async def _ask_once(ctx: Context, out: Any, model: str, messages: list[dict[str,
     text, _, _, _ = await ctx.ai.complete(model, messages, max_tokens=max_tokens,
                                           feature=feature)
     if not text.strip():
+        await stream.save_last()
         raise UserError(EMPTY_ANSWER)
     out.append(text)
-    return _Answer(text, messages)
+    return _Answer(text, messages, stream=stream)
 
 
 async def _remember(ctx: Context, text: str, out: Any,
