@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot import memory, tools
+from bot import builtin_tools, memory, tools
 from bot.ai import MESSAGES, ContextOverflow
 from bot.commands import Param, command
 from bot.context import Context
@@ -354,14 +354,22 @@ async def answer(ctx: Context, messages: list[dict[str, Any]], *, feature: str =
     out = ctx.reply.stream()
     if prefix:
         out.append(prefix)
-    async with ctx.reply.working("typing"):
-        try:
-            result = await _ask(ctx, out, model, messages, feature)
-        except (ModelError, UserError):
-            await out.abort()
-            raise
-        await out.finish(result.note)
-    await _remember(ctx, result.text, out, result.tools)
+    drawn: list[builtin_tools.DrawnImage] = []
+    token = builtin_tools.DRAWN.set(drawn)  # pictures the draw tool sends in this answer
+    turn_id = None
+    try:
+        async with ctx.reply.working("typing"):
+            try:
+                result = await _ask(ctx, out, model, messages, feature)
+            except (ModelError, UserError):
+                await out.abort()
+                raise
+            await out.finish(result.note)
+        turn_id = await _remember(ctx, result.text, out, result.tools)
+    finally:
+        builtin_tools.DRAWN.reset(token)
+        if drawn:  # with the answer's turn, so follow-ups see them as a /draw picture
+            await builtin_tools.keep_drawn(ctx, drawn, turn_id)
     if result.stream is not None:
         await result.stream.save_last()
     return result.text
@@ -424,9 +432,9 @@ async def _ask_once(ctx: Context, out: Any, model: str, messages: list[dict[str,
 
 
 async def _remember(ctx: Context, text: str, out: Any,
-                    exchange: str | None = None) -> None:
+                    exchange: str | None = None) -> int:
     first = out.sent[0].id if out.sent else None
-    await ctx.store.append_turn(ctx.channel, "assistant", text, ctx.ai.tokenizer.count(
+    return await ctx.store.append_turn(ctx.channel, "assistant", text, ctx.ai.tokenizer.count(
         text + (exchange or "")), message_id=first, tools=exchange)
 
 
