@@ -57,8 +57,9 @@ class TimedOpenAI(FakeOpenAI):
 class Bench:
     """Fakes here, the bot in a child process (BENCH_PROFILE=FILE: under cProfile)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra_config: str = "") -> None:
         self.tmp = tmp
+        self.extra_config = extra_config  # appended to CONFIG (e.g. "[memory]\nenabled = false")
         self.tg = FakeTelegram()
         self.ai = TimedOpenAI()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -67,7 +68,7 @@ class Bench:
         await self.tg.start()
         await self.ai.start()
         cfg = self.tmp / "config.toml"
-        cfg.write_text(CONFIG)
+        cfg.write_text(CONFIG + self.extra_config)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "OPENAI_API_KEY": self.ai.api_key,

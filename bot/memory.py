@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 EMBED_CHARS = 6000  # ~1,500 tokens: far under the 8,192-token input limit
 SNIPPET = 400
 IDLE_POLL = 2.0
+# A batch that drained the backlog is followed by the next one no sooner than this: under
+# steady traffic one request carries every turn of the last second (up to batch_size)
+# instead of one request per message (before: ~1 embeddings request + ~10 database calls
+# per answered message in `bench/load.py overhead`; now ~1 request per 30-60 messages).
+BATCH_INTERVAL = 1.0
+NONE_TTL = 60.0
+NONE_CACHE = 10_000
 MAX_BACKOFF = 300.0
 RECALL_HEADER = ("Older messages from this chat that may be relevant (recalled from memory; "
                  "times in UTC):")
@@ -60,7 +67,12 @@ class Memory:
         self._down_until = 0.0
         self._backoff = 2.0
         self._failing = False
+        self._not_before = 0.0
         self._queries: OrderedDict[str, bytes] = OrderedDict()
+        # channel -> (turn id below which it has no vector, when that was seen): recall
+        # asks on every answered message, and most chats have nothing older than their
+        # history window, so the answer is kept instead of asking the database each time
+        self._none_below: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
     async def start(self) -> None:
         """Turn memory on when configured and possible (one log line when not)."""
@@ -102,7 +114,20 @@ class Memory:
     # --- background embedding -------------------------------------------------------
 
     async def _run(self) -> None:
+        batch = self.config.memory.batch_size
         while self.active and not self._stopping:
+            self._wake.clear()  # a notify from here on is seen after this batch
+            now = time.monotonic()
+            if self._down_until > now:  # backing off (a notify asks again sooner)
+                await self._pause(self._down_until - now)
+                continue
+            if self._not_before > now:  # gathering the next batch: no wake-up per message
+                self._cancellable = True
+                try:
+                    await asyncio.sleep(self._not_before - now)
+                finally:
+                    self._cancellable = False
+                continue
             self._cancellable = False
             try:
                 done = await self.embed_backlog_once()
@@ -116,13 +141,24 @@ class Memory:
                 log.exception("memory: embedding batch failed")
                 self._fail("error")
                 done = 0
-            if done or self._stopping:
-                continue
-            wait = max(self._down_until - time.monotonic(), 0.0) or IDLE_POLL
-            self._wake.clear()
-            self._cancellable = True
+            if self._stopping:
+                break
+            if done >= batch:
+                continue  # a full batch: more may be waiting
+            if done:
+                # the backlog is drained: what arrives next waits for the next batch
+                self._not_before = time.monotonic() + BATCH_INTERVAL
+            if not self._wake.is_set():
+                await self._pause(IDLE_POLL)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait until notified or `seconds` have passed (stop() may cancel the wait)."""
+        self._cancellable = True
+        try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                await asyncio.wait_for(self._wake.wait(), seconds)
+        finally:
+            self._cancellable = False
 
     def _fail(self, kind: str) -> None:
         if not self._failing:
@@ -173,6 +209,10 @@ class Memory:
         await self.store.add_vectors(
             [(tid, ch, self.model, v) for (tid, ch, _), v in zip(wanted, vectors, strict=True)],
             dims, last)
+        for tid, ch, _ in wanted:
+            seen = self._none_below.get(ch)
+            if seen is not None and tid < seen[0]:
+                self._none_below[ch] = (tid, seen[1])
         self.embedded += len(wanted)
         self.embed_seconds += time.perf_counter() - started
         self._ok()
@@ -213,6 +253,25 @@ class Memory:
         if len(self._queries) > 256:
             self._queries.popitem(last=False)
         return vectors[0]
+
+    async def has_older(self, channel: str, before: int) -> bool:
+        """Whether the channel has an embedded turn older than `before` (one index seek,
+        skipped while an earlier answer says no: vectors this embedder adds update that
+        answer, and it is asked again after NONE_TTL in case another process added some)."""
+        seen = self._none_below.get(channel)
+        now = time.monotonic()
+        if seen is not None and before <= seen[0] and now - seen[1] < NONE_TTL:
+            self._none_below.move_to_end(channel)
+            return False
+        found = await self.store.memory_has_older(channel, before)
+        if found:
+            self._none_below.pop(channel, None)
+        else:
+            self._none_below[channel] = (before, now)
+            self._none_below.move_to_end(channel)
+            if len(self._none_below) > NONE_CACHE:
+                self._none_below.popitem(last=False)
+        return found
 
     async def search(self, channel: str, text: str, *, k: int, before: int = 1 << 62,
                      timeout: float | None = None) -> list[Recalled] | None:
@@ -275,7 +334,7 @@ async def recall_message(ctx: Context, current: str, turns: list[Turn],
         return None, 0
     memory.notify()
     before = turns[0].id if turns else 1 << 62
-    if not await ctx.store.memory_has_older(ctx.channel, before):
+    if not await memory.has_older(ctx.channel, before):
         return None, 0
     try:
         hits = await memory.search(ctx.channel, current, k=k, before=before,

@@ -702,7 +702,14 @@ class Store:
                 " updated = excluded.updated",
                 (channel, key, json.dumps(value), time.time()),
             )
-        self._settings.pop(channel, None)
+        # write-through (a new dict: callers may hold the old one): a setting written on
+        # every answer (last_answer, for /info) would otherwise cost a re-read per message
+        cached = self._settings.get(channel)
+        if cached is not None:
+            updated = {k: v for k, v in cached.items() if k != key}
+            if value is not None:
+                updated[key] = json.loads(json.dumps(value))
+            self._settings[channel] = updated
 
     # --- usage ---------------------------------------------------------------------------
 
@@ -1143,9 +1150,9 @@ class Store:
             " AND state = 'received' RETURNING id",
             (channel, message_id, inbound, int(addressed), time.time(), platform, keys[0]),
         )
-        row = rows[0] if rows else None
-        if row is None:
+        if not rows:
             return None
+        row = rows[0]
         for key in keys[1:]:
             await self.db.execute(
                 "UPDATE inbox SET state = 'merged', updated = ? WHERE platform = ? AND key = ?",

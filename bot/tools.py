@@ -254,6 +254,7 @@ class ToolRegistry:
     def __init__(self, tools: Iterable[Tool] = (), *, timeout: float = 20.0) -> None:
         self.tools: dict[str, Tool] = {}
         self.timeout = timeout
+        self._chat_tools: list[dict[str, Any]] | None = None
         for t in tools:
             self.add(t)
 
@@ -262,6 +263,7 @@ class ToolRegistry:
         if not isinstance(tool, Tool):
             tool = make_tool(tool)
         self.tools[tool.name] = tool
+        self._chat_tools = None
         return tool
 
     def __bool__(self) -> bool:
@@ -275,8 +277,12 @@ class ToolRegistry:
     # --- definitions per API shape -------------------------------------------------------
 
     def chat_tools(self) -> list[dict[str, Any]]:
-        """`tools=` for chat completions."""
-        return [{"type": "function", "function": t.definition()} for t in self.tools.values()]
+        """`tools=` for chat completions (built once per set of tools: they go with every
+        chat request; treat the list as read-only)."""
+        if self._chat_tools is None:
+            self._chat_tools = [{"type": "function", "function": t.definition()}
+                                for t in self.tools.values()]
+        return self._chat_tools
 
     def assistants_tools(self) -> list[dict[str, Any]]:
         """`tools=` for an Assistant or a Run (same function shape as chat completions)."""
@@ -530,7 +536,6 @@ class ToolChat:
                 self.text += "\n\n"
                 yield "\n\n"
             stream = await self._request()
-        await self._save_last()
 
     def _account(self, stream: ChatStream) -> None:
         self.chunks += getattr(stream, "chunks", 0)
@@ -542,7 +547,9 @@ class ToolChat:
         if stream.completion_tokens is not None:
             self.completion_tokens = (self.completion_tokens or 0) + stream.completion_tokens
 
-    async def _save_last(self) -> None:
+    async def save_last(self) -> None:
+        """Keep this answer's details for /info: called once the answer is out (a write
+        before the last edit would hold up every answer)."""
         await save_last_answer(self.ctx, self.model, self.system_fingerprint,
                                self.prompt_tokens, self.completion_tokens)
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot import memory, tools
+from bot import builtin_tools, memory, tools
 from bot.ai import MESSAGES, ContextOverflow
 from bot.commands import Param, command
 from bot.context import Context
@@ -309,6 +309,8 @@ class _Answer:
     note: str = ""
     # the tool rounds that led to the text (JSON, stored with the turn)
     tools: str | None = None
+    # the stream, whose details /info shows once the answer is out
+    stream: Any = None
 
 
 async def answer_room(ctx: Context, model: str, messages: list[dict[str, Any]]) -> int:
@@ -352,14 +354,24 @@ async def answer(ctx: Context, messages: list[dict[str, Any]], *, feature: str =
     out = ctx.reply.stream()
     if prefix:
         out.append(prefix)
-    async with ctx.reply.working("typing"):
-        try:
-            result = await _ask(ctx, out, model, messages, feature)
-        except (ModelError, UserError):
-            await out.abort()
-            raise
-        await out.finish(result.note)
-    await _remember(ctx, result.text, out, result.tools)
+    drawn: list[builtin_tools.DrawnImage] = []
+    token = builtin_tools.DRAWN.set(drawn)  # pictures the draw tool sends in this answer
+    turn_id = None
+    try:
+        async with ctx.reply.working("typing"):
+            try:
+                result = await _ask(ctx, out, model, messages, feature)
+            except (ModelError, UserError):
+                await out.abort()
+                raise
+            await out.finish(result.note)
+        turn_id = await _remember(ctx, result.text, out, result.tools)
+    finally:
+        builtin_tools.DRAWN.reset(token)
+        if drawn:  # with the answer's turn, so follow-ups see them as a /draw picture
+            await builtin_tools.keep_drawn(ctx, drawn, turn_id)
+    if result.stream is not None:
+        await result.stream.save_last()
     return result.text
 
 
@@ -402,8 +414,9 @@ async def _ask_once(ctx: Context, out: Any, model: str, messages: list[dict[str,
         return _Answer(stream.text, messages, f"⚠️ {e.message}", stream.exchange_json())
     if stream.text.strip():
         note = "…(answer cut at the length limit)" if stream.finish_reason == "length" else ""
-        return _Answer(stream.text, messages, note, stream.exchange_json())
+        return _Answer(stream.text, messages, note, stream.exchange_json(), stream)
     if stream.refusal.strip():
+        await stream.save_last()
         raise UserError(stream.refusal.strip())
     # An empty stream is a failed request (llama.cpp answers an over-long prompt with an
     # empty 200 when streaming): the same request unstreamed makes the server say why.
@@ -412,15 +425,16 @@ async def _ask_once(ctx: Context, out: Any, model: str, messages: list[dict[str,
     text, _, _, _ = await ctx.ai.complete(model, messages, max_tokens=max_tokens,
                                           feature=feature)
     if not text.strip():
+        await stream.save_last()
         raise UserError(EMPTY_ANSWER)
     out.append(text)
-    return _Answer(text, messages)
+    return _Answer(text, messages, stream=stream)
 
 
 async def _remember(ctx: Context, text: str, out: Any,
-                    exchange: str | None = None) -> None:
+                    exchange: str | None = None) -> int:
     first = out.sent[0].id if out.sent else None
-    await ctx.store.append_turn(ctx.channel, "assistant", text, ctx.ai.tokenizer.count(
+    return await ctx.store.append_turn(ctx.channel, "assistant", text, ctx.ai.tokenizer.count(
         text + (exchange or "")), message_id=first, tools=exchange)
 
 

@@ -264,6 +264,11 @@ async def info_cmd(ctx: Context) -> None:
         f"(budget {cfg.chat.history_tokens:,})",
         await _memory_line(ctx),
     ]
+    files = await ctx.store.workspace_files(ctx.channel)
+    if files:  # the assistant's workspace (/files)
+        names = ", ".join(f"`{f.name}`" for f in files[:10])
+        more = f" and {len(files) - 10} more" if len(files) > 10 else ""
+        lines.append(f"Workspace files ({len(files)}): {names}{more}")
     last = settings.get("last_answer")
     if isinstance(last, dict):
         fp = last.get("system_fingerprint")

@@ -236,6 +236,8 @@ async def test_files_list_and_clear(chat: Driver, openai_fake: FakeOpenAI) -> No
     assert "sales.csv" in listing and "notes.md" in listing
     assert "Alice" in listing or "alice" in listing
     assert "KB" in listing or " B," in listing
+    info = await chat.ask("/info")
+    assert "Workspace files (2): sales.csv, notes.md" in info.replace("`", "")
     uploaded = {f.id for f in api.files.values()}
     conv = last_run(openai_fake).conversation
     cleared = texts(await send(chat, "/files clear"))
@@ -246,6 +248,7 @@ async def test_files_list_and_clear(chat: Driver, openai_fake: FakeOpenAI) -> No
     assert ended(openai_fake, conv)
     answer = await chat.ask("hello again")
     assert answer.startswith("echo:")  # normal chat carries on
+    assert "Workspace files" not in await chat.ask("/info")
 
 
 async def test_code_without_files(chat: Driver, openai_fake: FakeOpenAI) -> None:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from bot import tools
 from tests.conftest import STORAGES
+from handlers.chat import ASSISTANT_IMAGES
 from tests.fakes.openai_api import tool_calls
 from tests.harness import Driver, wait_for
 
@@ -206,6 +207,29 @@ async def test_draw_tool_sends_the_picture(chat: Driver) -> None:
     assert chat.app is not None  # kept for "/edit make it bluer"
     rows = await chat.app.store.db.execute_fetchall("SELECT source FROM images")
     assert [r[0] for r in rows] == ["generated"]
+
+
+async def test_a_drawn_picture_goes_with_its_answer_to_follow_ups(chat: Driver) -> None:
+    chat.openai.reply_tool_calls([("draw", {"prompt": "a red fox", "size": None})])
+    chat.openai.reply_fn(answer_with_results)
+    await chat.send_text("draw me a fox")
+    await chat.settle()
+    chat.openai.reply_fn(None)
+    await chat.ask("what colour is its tail?")
+    body = chat.openai.chat_requests[-1]
+    pictures = [(i, p) for i, m in enumerate(body["messages"]) if isinstance(m["content"], list)
+                for p in m["content"] if p.get("type") == "image_url"]
+    assert len(pictures) == 1  # the drawing, like a /draw picture, right after its answer
+    at, part = pictures[0]
+    assert part["image_url"]["url"].startswith("data:image/")
+    before = body["messages"][at - 1]
+    assert before["role"] == "assistant"
+    assert str(before["content"]).startswith("results: The picture was drawn")
+    assert body["messages"][at]["content"][0]["text"] == ASSISTANT_IMAGES
+    assert chat.app is not None
+    rows = await chat.app.store.db.execute_fetchall(
+        "SELECT t.role FROM images i JOIN turns t ON t.id = i.turn_id")
+    assert [r[0] for r in rows] == ["assistant"]
 
 
 # --------------------------------------------------------------------------- fetch_url
