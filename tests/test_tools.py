@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 
 from bot import tools
-from tests.conftest import STORAGES
 from handlers.chat import ASSISTANT_IMAGES
+from tests.conftest import STORAGES
 from tests.fakes.openai_api import tool_calls
 from tests.harness import Driver, wait_for
 
