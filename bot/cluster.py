@@ -1,0 +1,433 @@
+"""Several bot processes over one PostgreSQL database (issue #14): `--role ingress|worker`.
+
+- **Ingress** starts the adapters receiving. Each message goes into the inbox journal as
+  JSON (the queue: bot/journal.py's format, so a worker rebuilds it with the adapter's
+  Restorer) and wakes the workers (NOTIFY); nothing is answered here. Telegram by polling
+  allows one ingress (a lease row), by webhook any number behind a load balancer; Discord
+  splits its shards across ingress processes ([discord] shard_ids).
+- **Workers** start the adapters send-only (`receive=False`), lease channels with queued
+  messages (bot/store_cluster.py) and answer each leased channel's messages in order, up
+  to `[cluster] channels_per_worker` channels at once. A lease is renewed while held; a
+  worker that dies loses its channels after `lease_seconds` and another one answers what
+  is left, finishing a cut reply exactly as a restart does (JournaledReplier).
+
+Nothing is answered twice: the answer's history row closes its journal entry in the same
+statement (the trigger on turns), and a worker starts only on open entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.commands import CommandTable
+from bot.config import Config
+from bot.errors import StartupError
+from bot.events import Inbound
+from bot.journal import (
+    KEEP_FINISHED,
+    PRUNE_EVERY,
+    Journal,
+    JournaledReplier,
+    dump_inbound,
+    load_inbound,
+)
+from bot.replies import Replier
+from bot.store_cluster import ClusterStore, channel_lease
+
+log = logging.getLogger(__name__)
+
+ROLES = ("ingress", "worker")
+# the one Telegram ingress allowed to poll holds this lease
+POLLING_LEASE = "telegram:polling"
+# seconds a stopping worker lets its channels finish the message in hand
+STOP_GRACE = 30.0
+
+
+def holder_name(role: str) -> str:
+    """Names this process in lease rows and logs: host, pid and a random part (a pid is
+    reused after a restart; the old process's leases must not look like ours)."""
+    return f"{role}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def sqlite_refusal(role: str) -> StartupError:
+    """The one line for `--role` on a SQLite database."""
+    return StartupError(
+        f"--role {role} needs PostgreSQL: several processes share one database through it. "
+        'Set [storage] url = "postgresql://..." (or BOT_DATABASE_URL), or run `python -m bot` '
+        "without --role (one process on SQLite)", 2)
+
+
+class Ingress:
+    """The sink adapters hand messages to in the ingress role: queued, not answered."""
+
+    def __init__(self, config: Config, journal: Journal, commands: CommandTable,
+                 cluster: ClusterStore) -> None:
+        self.config = config
+        # Telegram stores each delivery through it before acknowledging (as in one process)
+        self.journal = journal
+        self.commands = commands
+        self.cluster = cluster
+        self.received = 0
+
+    async def submit(self, inbound: Inbound, replier: Replier) -> None:
+        """Queue the message for the workers and wake them; returns at once."""
+        platform = inbound.channel.platform
+        keys = list(inbound.receipts)
+        self.journal.forget(platform, keys)
+        data = dump_inbound(inbound)
+        addressed = self.journal.addressed(inbound)
+        if keys:
+            entry = await self.cluster.enqueue_bind(
+                platform, keys, channel=str(inbound.channel), message_id=inbound.id,
+                inbound=data, addressed=addressed)
+        else:
+            entry = await self.cluster.enqueue(
+                platform, inbound.id, channel=str(inbound.channel), message_id=inbound.id,
+                inbound=data, addressed=addressed)
+        if entry is None:
+            log.info("message %s in %s was received before; not queued again", inbound.id,
+                     inbound.channel)
+            return
+        self.received += 1
+        if self.received % PRUNE_EVERY == 0:
+            await self.journal.store.inbox_prune(time.time() - KEEP_FINISHED)
+
+    async def edit(self, inbound: Inbound) -> bool:
+        """An edit replaces a message no worker has started on; otherwise it is ignored."""
+        platform = inbound.channel.platform
+        replaced = await self.cluster.replace_waiting(
+            platform, str(inbound.channel), inbound.id, dump_inbound(inbound))
+        if not replaced:
+            log.info("edit of message %s in %s ignored: it was answered already",
+                     inbound.id, inbound.channel)
+        await self.journal.store.inbox_keys_state(platform, list(inbound.receipts),
+                                                  "merged" if replaced else "skipped")
+        return replaced
+
+
+class Worker:
+    """Leases channels with queued messages and answers them, each channel in order."""
+
+    def __init__(self, config: Config, cluster: ClusterStore, journal: Journal, router: Any,
+                 adapters: dict[str, Any], holder: str) -> None:
+        self.config = config
+        self.cluster = cluster
+        self.journal = journal
+        self.store = journal.store
+        self.router = router
+        self.adapters = adapters
+        self.holder = holder
+        section = config.cluster
+        self.lease = section.lease_seconds
+        self.poll = section.poll_seconds
+        self.capacity = section.channels_per_worker
+        self.answered = 0
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._lost: set[str] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Listen for new messages, then claim and renew in the background."""
+        try:
+            await self.cluster.listen(self.notified)
+        except Exception as e:  # the poll fallback still finds everything
+            log.warning("cluster: cannot LISTEN (%s); checking the queue every %.1f s",
+                        e, self.poll)
+        self._loops = [asyncio.create_task(self._claim_loop(), name="cluster claims"),
+                       asyncio.create_task(self._renew_loop(), name="cluster leases")]
+        log.info("cluster: worker %s answers up to %d channels at once (lease %.0f s)",
+                 self.holder, self.capacity, self.lease)
+
+    def notified(self, channel: str) -> None:
+        """A message was queued: claim its channel unless this worker is answering it."""
+        if channel not in self._tasks:
+            self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop claiming, let each channel finish the message in hand, give leases back."""
+        self._stopping = True
+        self._wake.set()
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        tasks = list(self._tasks.values())
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("cluster: %d channel(s) cut at shutdown; another worker finishes "
+                            "them", len(late))
+                await asyncio.wait(late)
+        with contextlib.suppress(Exception):
+            await self.cluster.unlisten()
+        try:
+            await self.cluster.release_all(self.holder)
+        except Exception as e:
+            log.warning("cluster: could not give the leases back (%s); they expire in %.0f s",
+                        e, self.lease)
+
+    @property
+    def busy(self) -> int:
+        """Channels being answered now."""
+        return len(self._tasks)
+
+    async def _claim_loop(self) -> None:
+        platforms = list(self.adapters)
+        while not self._stopping:
+            self._wake.clear()
+            free = self.capacity - len(self._tasks)
+            got: list[str] = []
+            if free > 0:
+                try:
+                    got = await self.cluster.claim(self.holder, self.lease, free, platforms)
+                except Exception as e:
+                    log.warning("cluster: could not claim work (%s); trying again", e)
+                for channel in got:
+                    if channel in self._tasks:  # our own lease had run out; renewed now
+                        continue
+                    self._lost.discard(channel)
+                    self._tasks[channel] = asyncio.create_task(
+                        self._serve(channel), name=f"channel {channel}")
+            if got and len(self._tasks) < self.capacity:
+                continue  # more channels may be waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll)
+
+    async def _renew_loop(self) -> None:
+        renewed = time.monotonic()
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                held = await self.cluster.renew(self.holder, self.lease)
+            except Exception as e:
+                log.warning("cluster: could not renew leases (%s)", e)
+                if time.monotonic() - renewed > self.lease:
+                    held = set()  # they have run out: others may be answering those channels
+                else:
+                    continue
+            else:
+                renewed = time.monotonic()
+            for channel, task in list(self._tasks.items()):
+                if channel_lease(channel) not in held and not task.done():
+                    log.warning("cluster: lease of %s lost (this worker was too slow to "
+                                "renew it); leaving the channel to another worker", channel)
+                    self._lost.add(channel)
+                    task.cancel()
+
+    async def _serve(self, channel: str) -> None:
+        """Answer a leased channel's messages oldest first until none is left."""
+        name = channel_lease(channel)
+        try:
+            while not self._stopping:
+                entries = await self.cluster.queued(channel)
+                if not entries:
+                    await self.cluster.release(name, self.holder)
+                    # a message queued in the meantime woke workers while we still held
+                    # the channel: look once more, now that others may take it too
+                    if not await self.cluster.queued(channel, 1):
+                        return
+                    taken, _, _ = await self.cluster.acquire(name, self.holder, self.lease)
+                    if not taken:
+                        return
+                    continue
+                for entry in entries:
+                    if self._stopping:
+                        break
+                    await self._answer(entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("cluster: channel %s failed; its messages stay queued", channel)
+        finally:
+            self._tasks.pop(channel, None)
+            if channel not in self._lost and not self._stopping:
+                with contextlib.suppress(Exception):
+                    await self.cluster.release(name, self.holder)
+            self._wake.set()
+
+    async def _answer(self, entry: int) -> None:
+        got = await self.cluster.begin(entry)
+        if got is None:
+            return  # answered, or replaced, meanwhile
+        row, attempts = got
+        window = self.journal.window
+        age = time.time() - row.received
+        if (window > 0 and age > window) or (window <= 0 and attempts > 1):
+            log.warning("not answering message %s in %s: it arrived %.0f minutes ago "
+                        "(bot.resume_minutes = %d)", row.message_id, row.channel, age / 60,
+                        self.config.bot.resume_minutes)
+            await self.cluster.expire(row.id)
+            return
+        adapter = self.adapters.get(row.platform)
+        try:
+            assert adapter is not None and row.inbound is not None
+            inbound = load_inbound(row.inbound, adapter)
+            inner = adapter.replier_for(inbound.channel, inbound.id,
+                                        private=inbound.is_private)
+        except Exception:
+            log.exception("cannot rebuild message %s in %s; left unanswered", row.message_id,
+                          row.channel)
+            await self.store.inbox_set_state([row.id], "failed")
+            return
+        if attempts > 1:
+            removed = await self.store.inbox_discard_turns(row.id)
+            log.info("taking over message %s in %s from a worker that stopped (%s%s)",
+                     inbound.id, inbound.channel, row.state,
+                     f", finishing a cut reply of {len(row.reply_ids)} message(s)"
+                     if row.reply_ids else "")
+            if removed:
+                log.debug("removed %d turn(s) it had left in history", removed)
+        replier = JournaledReplier(inner, self.journal, row.id, row.reply_ids, inbound.id)
+        await self.journal.run(inbound, replier, self.router.handle)
+        self.answered += 1
+
+
+@dataclass
+class RoleApp:
+    """A running ingress or worker process (what `python -m bot --role` starts)."""
+
+    role: str
+    config: Config
+    store: Any
+    holder: str
+    cluster: ClusterStore
+    adapters: list[Any] = field(default_factory=list)
+    ai: Any = None
+    memory: Any = None
+    worker: Worker | None = None
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    _keeper: asyncio.Task[None] | None = None
+
+    async def stop(self) -> None:
+        """Stop receiving (ingress) or answering (worker), then close everything."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        if self.worker is not None:
+            await self.worker.stop()
+        for adapter in reversed(self.adapters):
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("error stopping %s", getattr(adapter, "name", adapter))
+        if self.role == "ingress":
+            with contextlib.suppress(Exception):
+                await self.cluster.release_all(self.holder)
+        if self.memory is not None:
+            await self.memory.stop()
+        await self.store.close()
+        if self.ai is not None:
+            await self.ai.close()
+
+
+async def _keep_ingress_leases(app: RoleApp) -> None:
+    """Renew the polling lease; losing it stops this ingress (another one polls now)."""
+    lease = app.config.cluster.lease_seconds
+    while True:
+        await asyncio.sleep(lease / 3)
+        try:
+            held = await app.cluster.renew(app.holder, lease)
+        except Exception as e:
+            log.warning("cluster: could not renew the Telegram polling lease (%s)", e)
+            continue
+        if POLLING_LEASE not in held:
+            log.error("cluster: the Telegram polling lease was lost (this process was too "
+                      "slow to renew it); stopping so that one ingress polls")
+            app.lost.set()
+            return
+
+
+async def start_role(role: str, config: Config, store: Any, adapters: list[Any]) -> RoleApp:
+    """Start an ingress or a worker on an open PostgreSQL store; the caller closes the store
+    if this raises before returning."""
+    if getattr(store, "backend", "sqlite") != "postgres":
+        raise sqlite_refusal(role)
+    holder = holder_name(role)
+    cluster = ClusterStore(store.pool)
+    app = RoleApp(role, config, store, holder, cluster)
+    try:
+        if role == "ingress":
+            await _start_ingress(app, adapters)
+        else:
+            await _start_worker(app, adapters)
+    except BaseException:
+        await app.stop()
+        raise
+    return app
+
+
+async def _start_adapter(app: RoleApp, adapter: Any, sink: Any, *, receive: bool) -> None:
+    try:
+        await adapter.start(sink, receive=receive)
+    except BaseException as e:
+        if isinstance(e, Exception):
+            e.add_note(f"while starting the {adapter.name} adapter")
+        with contextlib.suppress(Exception):
+            await adapter.stop()
+        raise
+    app.adapters.append(adapter)
+    log.info("%s adapter started (%s)", adapter.name,
+             "receiving" if receive else "sending only")
+
+
+async def _start_ingress(app: RoleApp, adapters: list[Any]) -> None:
+    from bot.commands import spec_of
+    from handlers import registry
+
+    config = app.config
+    journal = Journal(app.store, config)
+    await app.store.inbox_prune(time.time() - KEEP_FINISHED)
+    commands = CommandTable([spec_of(h) for h in registry().commands], config)
+    sink = Ingress(config, journal, commands, app.cluster)
+    polls = any(a.name == "telegram" for a in adapters) and not config.telegram.webhook_url
+    if polls:
+        taken, who, left = await app.cluster.acquire(POLLING_LEASE, app.holder,
+                                                     config.cluster.lease_seconds)
+        if not taken:
+            raise StartupError(
+                f"another ingress ({who}) is polling Telegram, and only one may: run a single "
+                "polling ingress, or set [telegram] webhook_url so that several receive "
+                f"behind a load balancer (if that one has died, its lease ends in {left:.0f} s)",
+                2)
+        app._keeper = asyncio.create_task(_keep_ingress_leases(app), name="polling lease")
+    for adapter in adapters:
+        await _start_adapter(app, adapter, sink, receive=True)
+    log.info("cluster: ingress %s queues what arrives for the workers", app.holder)
+
+
+async def _start_worker(app: RoleApp, adapters: list[Any]) -> None:
+    from bot import memory
+    from bot.ai import AI, Tokenizer
+    from bot.router import Router
+    from bot.usage import Meter
+    from handlers import registry
+
+    config = app.config
+    meter = Meter(config, app.store)
+    meter.budgets.shared = True  # other workers spend too: sums come from the database
+    await meter.open()
+    app.ai = AI(config, Tokenizer(config.chat.tokenizer), meter=meter)
+    journal = Journal(app.store, config)
+    await app.store.inbox_prune(time.time() - KEEP_FINISHED)
+    router = Router(config, app.store, app.ai, registry(), journal)
+    app.memory = await memory.start(config, app.store, app.ai)
+    for adapter in adapters:
+        await _start_adapter(app, adapter, router, receive=False)
+    app.worker = Worker(config, app.cluster, journal, router,
+                        {a.name: a for a in app.adapters}, app.holder)
+    await app.worker.start()
+    app.ai.start_probe()
