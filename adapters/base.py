@@ -35,16 +35,22 @@ class Adapter(Protocol):
     name: str
     capabilities: Capabilities
 
-    async def start(self, sink: Sink) -> None:
-        """Connect, register commands, begin delivering Inbounds to the sink; returns once live."""
+    async def start(self, sink: Sink, *, receive: bool = True) -> None:
+        """Connect, register commands, begin delivering Inbounds to the sink; returns once live.
+
+        receive=False: a worker that answers messages another process received (issue
+        #14): only the platform's HTTP API is opened (no polling, webhook or gateway);
+        replier_for() and attachment_reader() work. The console refuses it."""
 
     async def stop(self) -> None:
         """Stop receiving, finish in-flight sends, close connections."""
 
     def replier_for(self, channel: ChannelKey, reply_to: str | None, *,
                     private: bool) -> Replier:
-        """A Replier for a stored message (answered after a restart): the channel and the
-        id of the message to reply to are enough, no live platform object is needed."""
+        """A Replier for a stored message (answered after a restart, or by a worker): the
+        channel and the id of the message to reply to are enough, no live platform object
+        is needed. An adapter that sets Inbound.reply_via takes it back as `via=`
+        (bot.journal.replier_for passes it)."""
 
     def attachment_reader(self, ref: str) -> Callable[[], Awaitable[bytes]] | None:
         """How to read a stored message's file again from its Attachment.ref."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from adapters.base import Sink
+from bot.errors import StartupError
 from bot.events import Attachment, AttachmentKind, Author, ChannelKey, CommandCall, Inbound
 from bot.render import to_plain
 from bot.replies import Capabilities, ChatAction, OutFile, Replier, Sent
@@ -334,8 +335,15 @@ class ConsoleAdapter:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, sink: Sink) -> None:
-        """Begin reading input; returns immediately."""
+    async def start(self, sink: Sink, *, receive: bool = True) -> None:
+        """Begin reading input; returns immediately.
+
+        receive=False is refused: the terminal is one conversation in one process, which
+        no other process can receive for."""
+        if not receive:
+            raise StartupError("the console cannot run as a send-only worker (--role worker "
+                               "answers Telegram and Discord only); run `python -m bot "
+                               "--console` on its own")
         self._sink = sink
         if self.interactive:
             self._stdout.write(BANNER + "\n")

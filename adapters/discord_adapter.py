@@ -335,7 +335,7 @@ class InteractionReplier(_DiscordReplier):
             await self._defer_locked()
 
     async def _defer_locked(self) -> None:
-        if self._fallback is not None or self.interaction.response.is_done():
+        if self._fallback is not None or self._deferred or self.interaction.response.is_done():
             return
         try:
             await self.interaction.response.defer()
@@ -379,13 +379,22 @@ class InteractionReplier(_DiscordReplier):
         """Send through the interaction; returns the message id."""
         inter = self.interaction
         with _rate_limits():
-            if not inter.response.is_done():
-                resp = await inter.response.send_message(allowed_mentions=NO_MENTIONS, **kwargs)
-                mid = resp.message_id
-                if mid is None:
-                    mid = (await inter.original_response()).id
-                self._original_id = mid
-                return mid
+            if not inter.response.is_done() and not self._deferred:
+                try:
+                    resp = await inter.response.send_message(allowed_mentions=NO_MENTIONS,
+                                                             **kwargs)
+                except discord.HTTPException as e:
+                    if e.code != 40060:
+                        raise
+                    # acknowledged elsewhere: the receiving process deferred it while this
+                    # one (a worker, or the bot after a restart) had the message queued
+                    self._deferred = True
+                else:
+                    mid = resp.message_id
+                    if mid is None:
+                        mid = (await inter.original_response()).id
+                    self._original_id = mid
+                    return mid
             if self._deferred and self._original_id is None:
                 if "files" in kwargs:
                     kwargs["attachments"] = kwargs.pop("files")
@@ -490,6 +499,14 @@ class InteractionReplier(_DiscordReplier):
         return asyncio.create_task(later())
 
 
+def _interaction_via(interaction: discord.Interaction) -> str:
+    """What another process needs to answer a slash command through its webhook token
+    (valid 15 minutes): callback, edits of the original response, followups. Plain HTTP."""
+    return json.dumps({"interaction": {
+        "application_id": str(interaction.application_id), "token": interaction.token,
+        "guild_id": str(interaction.guild_id) if interaction.guild_id else None}})
+
+
 def _startup_error(error: BaseException | None) -> StartupError:
     """Why the client did not come up, as one line for the operator (re-raises the rest)."""
     if isinstance(error, discord.LoginFailure):
@@ -579,19 +596,37 @@ class DiscordAdapter:
         )
         self.ready = asyncio.Event()
         self.sink: Sink | None = None
+        # False: a send-only worker (start(receive=False)), no gateway connection
+        self.receiving = True
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, sink: Sink) -> None:
-        """Log in, connect the gateway, register slash commands; returns once live."""
+    async def start(self, sink: Sink, *, receive: bool = True) -> None:
+        """Log in, connect the gateway, register slash commands; returns once live.
+
+        receive=False (a worker answering messages another process received): log in over
+        HTTP only (`Client.login`: the token is checked, the application id learnt), no
+        gateway connection and no command sync; `replier_for` and `attachment_reader` work,
+        slash commands included while their interaction token lives (15 minutes).
+        """
         if not self.token:
             raise StartupError("DISCORD_BOT_TOKEN is not set: put the bot token from the "
                                "Discord Developer Portal in .env or the environment",
                                exit_code=2)
         self.sink = sink
+        self.receiving = receive
+        if not receive:
+            try:
+                await self.client.login(self.token)
+            except Exception as e:
+                await self.stop()
+                raise _startup_error(e) from e
+            log.info("discord: %s sends only (events are received by another process)",
+                     self.client.user)
+            return
         self._build_tree(sink.commands.for_platform(CAPABILITIES))
         self._task = asyncio.create_task(self.client.start(self.token), name="discord client")
         ready = asyncio.create_task(self.ready.wait())
@@ -644,15 +679,41 @@ class DiscordAdapter:
                          missed, key)
 
     def replier_for(self, channel: ChannelKey, reply_to: str | None, *,
-                    private: bool) -> DiscordReplier:
-        """A replier for a stored message; in guilds the answer replies to it (a slash
-        command answered after a restart goes to the channel: its token is gone)."""
+                    private: bool, via: str | None = None) -> _DiscordReplier:
+        """A replier for a stored message (or one another process received); in guilds
+        the answer replies to it. A slash command (`via`: its interaction's token, from
+        Inbound.reply_via) is answered through the interaction, which goes to the channel
+        once the token is unusable."""
         target = int(channel.thread_id or channel.chat_id)
+        if via is not None and reply_to is not None:
+            interaction = self._restored_interaction(via, reply_to, target, private)
+            if interaction is not None:
+                return InteractionReplier(self, interaction)
         partial = self.client.get_partial_messageable(target)
         reference = None
         if reply_to is not None and not private:
             reference = partial.get_partial_message(int(reply_to))
         return DiscordReplier(self, partial, target, reference)  # type: ignore[arg-type]
+
+    def _restored_interaction(self, via: str, interaction_id: str, channel_id: int,
+                              private: bool) -> discord.Interaction | None:
+        """discord.py's Interaction rebuilt from what `_interaction_via` stored: enough for
+        its response, original-response and followup webhooks (all plain HTTP)."""
+        try:
+            data = json.loads(via)["interaction"]
+            payload: dict[str, Any] = {
+                "id": str(int(interaction_id)), "type": 2, "version": 1,
+                "token": str(data["token"]), "application_id": str(int(data["application_id"])),
+                "channel_id": str(channel_id), "attachment_size_limit": CAPABILITIES.max_upload,
+                "data": {}}
+            if data.get("guild_id") and not private:
+                payload["guild_id"] = str(int(data["guild_id"]))
+            return discord.Interaction(data=payload,  # type: ignore[arg-type]
+                                       state=self.client._connection)
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("discord: cannot answer interaction %s through its token (%s); "
+                        "answering in the channel", interaction_id, e)
+            return None
 
     def attachment_reader(self, ref: str) -> Any:
         """A stored file is read again from its CDN URL."""
@@ -675,7 +736,10 @@ class DiscordAdapter:
 
     @property
     def connected(self) -> bool:
-        """Gateway session up (read by the health file behind `doctor --live`)."""
+        """Gateway session up, or in send-only mode logged in (read by the health file
+        behind `doctor --live`)."""
+        if not self.receiving:
+            return self.client.user is not None and not self.client.is_closed()
         return self.client.is_ready() and not self.client.is_closed()
 
     async def upload_session(self) -> aiohttp.ClientSession:
@@ -799,6 +863,7 @@ class DiscordAdapter:
             is_private=interaction.guild_id is None,
             addressed=True,
             command=call,
+            reply_via=_interaction_via(interaction),
         )
         await self.sink.submit(inbound, replier)
 

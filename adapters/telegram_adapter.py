@@ -490,19 +490,28 @@ class TelegramAdapter:
         self.bot_id: int | None = None
         self.bot_username: str | None = None
         self._sink: Sink | None = None
+        # False: a send-only worker (start(receive=False)), no Updater running
+        self.receiving = True
+        self._logged_in = False
         self._albums: dict[tuple[int, str], _Album] = {}
 
     def saturated(self) -> bool:
         """Whether API calls are queueing for a connection (then cosmetic calls are shed)."""
         return self._request.saturated()
 
-    async def start(self, sink: Sink) -> None:
+    async def start(self, sink: Sink, *, receive: bool = True) -> None:
         """getMe, setMyCommands, then the Updater and the Application; returns once live.
+
+        receive=False (a worker answering messages another process received): getMe only.
+        No polling, no webhook set or deleted, no commands registered: the receiving
+        process owns those, and a getUpdates here would steal its updates. Repliers from
+        `replier_for` and readers from `attachment_reader` work as usual.
 
         Raises StartupError (one line, no token) when Telegram rejects the token (exit 2),
         refuses the webhook (exit 2) or cannot be reached (exit 1).
         """
         self._sink = sink
+        self.receiving = receive
         try:
             await self._start(sink)
         except BaseException:
@@ -519,6 +528,11 @@ class TelegramAdapter:
         me = self.app.bot
         self.bot_id = me.id
         self.bot_username = me.username
+        self._logged_in = True
+        if not self.receiving:
+            log.info("telegram: @%s sends only (updates are received by another process)",
+                     self.bot_username)
+            return
         await self._register_commands(sink)
         await self._requeue_undelivered()
         tg = self.config.telegram
@@ -610,7 +624,10 @@ class TelegramAdapter:
 
     @property
     def connected(self) -> bool:
-        """Receiving updates (read by the health file behind `doctor --live`)."""
+        """Receiving updates, or in send-only mode logged in to the Bot API (read by the
+        health file behind `doctor --live`)."""
+        if not self.receiving:
+            return self._logged_in
         updater = self.app.updater
         return bool(self.app.running and updater is not None and updater.running)
 
@@ -624,6 +641,7 @@ class TelegramAdapter:
 
         Safe after a failed or partial start, and when called twice.
         """
+        self._logged_in = False
         try:
             updater = self.app.updater
             if updater is not None and updater.running:

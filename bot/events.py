@@ -123,3 +123,7 @@ class Inbound:
     receipts: tuple[str, ...] = ()
     # what the message was when it carries nothing the bot can use ("stickers", ...)
     unsupported: str | None = None
+    # how another process answers it through the platform, opaque to the core (adapter
+    # JSON: a Discord slash command's interaction token, valid 15 minutes); stored with the
+    # message so a worker or a restarted bot can answer where the user is waiting
+    reply_via: str | None = None

@@ -50,6 +50,7 @@ class Restorer(Protocol):
 
     def replier_for(self, channel: ChannelKey, reply_to: str | None, *,
                     private: bool) -> Replier: ...
+    # adapters that set Inbound.reply_via also take it back: replier_for(..., via=...)
 
     def attachment_reader(self, ref: str) -> Reader | None: ...
 
@@ -94,6 +95,7 @@ def dump_inbound(inbound: Inbound) -> str:
             for f in fields(command)},
         "language": inbound.language,
         "unsupported": inbound.unsupported,
+        "reply_via": inbound.reply_via,
     }
     return json.dumps(data, ensure_ascii=False)
 
@@ -142,7 +144,17 @@ def load_inbound(text: str, adapter: Restorer) -> Inbound:
                    text=d["text"],
                    attachments=[_load_attachment(a, adapter) for a in d["attachments"]],
                    reply_to=quoted, is_private=d["is_private"], addressed=d["addressed"],
-                   command=command, language=d["language"], unsupported=d.get("unsupported"))
+                   command=command, language=d["language"], unsupported=d.get("unsupported"),
+                   reply_via=d.get("reply_via"))
+
+
+def replier_for(adapter: Restorer, inbound: Inbound) -> Replier:
+    """The adapter's replier for a stored (or another process's) message, with the way
+    back the adapter recorded (Inbound.reply_via: a Discord interaction's token)."""
+    if inbound.reply_via is None:
+        return adapter.replier_for(inbound.channel, inbound.id, private=inbound.is_private)
+    return adapter.replier_for(inbound.channel, inbound.id,  # type: ignore[call-arg]
+                               private=inbound.is_private, via=inbound.reply_via)
 
 
 # --- the replier that records an answer's progress ---------------------------------------
@@ -443,8 +455,7 @@ class Journal:
                 continue
             try:
                 inbound = load_inbound(row.inbound, adapter)
-                inner = adapter.replier_for(inbound.channel, inbound.id,
-                                            private=inbound.is_private)
+                inner = replier_for(adapter, inbound)
             except Exception:
                 log.exception("cannot restore message %s in %s; left unanswered",
                               row.message_id, row.channel)

@@ -701,3 +701,104 @@ async def test_fake_gateway_handshake(fake: FakeDiscord) -> None:
             await ws.send_str(json.dumps({"op": 2, "d": {"token": "wrong", "intents": 0}}))
             msg = await asyncio.wait_for(ws.receive(), 5)
             assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4004
+
+
+# --------------------------------------------------------------------------- send-only worker
+
+
+def _gateway_calls(fake: FakeDiscord, since: int) -> list[str]:
+    """What only a receiving process does: dial the gateway, ask for shards, sync commands."""
+    return [f"{c.method} {c.path}" for c in fake.calls[since:]
+            if c.path in ("/gateway-ws", "/gateway", "/gateway/bot")
+            or (c.method == "PUT" and c.path.endswith("/commands"))]
+
+
+async def test_send_only_worker_answers_journal_restored_messages(
+        bot: Any, fake: FakeDiscord) -> None:
+    """receive=False (the worker role): HTTP login only, no gateway; a message and a
+    slash command another process received, rebuilt from their journal JSON, are
+    answered: channel replies of every kind, and the interaction through its token."""
+    from bot.journal import dump_inbound, load_inbound, replier_for
+
+    ingress, sink = bot
+    fake.user_message(fake.channel_id, ALICE, "look", mention_bot=True,
+                      attachments=[(PNG, "dot.png", "image/png")])
+    message, _ = await next_inbound(fake, sink)
+    payload = fake.slash("image", {"prompt": "a red fox"}, channel_id=fake.channel_id,
+                         user_id=ALICE)
+    command, ingress_replier = await next_inbound(fake, sink, 2)
+    await ingress_replier.defer()  # the ingress acknowledged it ("thinking…")
+    stored = [dump_inbound(message), dump_inbound(command)]
+    assert "token" not in stored[0] and payload["token"] in stored[1]
+
+    before = len(fake.calls)
+    worker = DiscordAdapter(ingress.config)
+    await worker.start(RecordingSink(ingress.config), receive=False)
+    try:
+        assert worker.connected and not worker.receiving
+        restored = load_inbound(stored[0], worker)
+        assert await restored.attachments[0].read() == PNG  # from the CDN URL
+        replier = replier_for(worker, restored)
+        await replier.start_action("typing")
+        stream = replier.stream()
+        stream.append("a small ")
+        stream.append("**dot**")
+        await stream.finish()
+        sent = await replier.send("second")
+        await replier.edit(sent, "second, edited")
+        await replier.send_file(OutFile(ogg_opus(0.5), "a.ogg", "audio/ogg", kind="voice"))
+        await replier.send_files([OutFile(PNG, f"{i}.png", "image/png", kind="image")
+                                  for i in range(2)])
+        await replier.reply_long("y " * 1500)  # split at 2000
+        await replier.delete(sent)  # type: ignore[attr-defined]
+
+        slash = load_inbound(stored[1], worker)
+        answer = replier_for(worker, slash)
+        assert isinstance(answer, InteractionReplier)
+        first = await answer.send("here is your fox")  # fills the deferred response
+        more = await answer.send("and more")  # a followup
+        await answer.edit(more, "and more, edited")
+    finally:
+        await worker.stop()
+    assert _gateway_calls(fake, before) == []
+    assert fake.typing(fake.channel_id) >= 1
+    msgs = [m for m in fake.messages(fake.channel_id) if not m.via_interaction]
+    texts = [m.content for m in msgs]
+    assert texts[0] == "a small **dot**" and "second, edited" not in texts
+    assert str(msgs[0].message_reference["message_id"]) == message.id  # type: ignore[index]
+    assert any(m.flags & IS_VOICE_MESSAGE for m in msgs)
+    assert any(len(m.attachments) == 2 for m in msgs)
+    kinds = [r["kind"] for r in fake.interaction_responses(int(payload["id"]))]
+    assert kinds == ["callback", "edit_original", "followup", "edit_followup"]
+    assert first.id == str(fake.interaction_responses(int(payload["id"]))[0]["message_id"])
+    assert [m.content for m in fake.messages(fake.channel_id) if m.via_interaction] == [
+        "here is your fox", "and more, edited"]
+
+
+async def test_send_only_worker_answers_an_unacknowledged_slash_command(
+        bot: Any, fake: FakeDiscord) -> None:
+    """Picked up by a worker before the ingress deferred it: the worker's reply is the
+    interaction's response; once Discord's 3 s are over unanswered, the channel."""
+    from bot.journal import dump_inbound, load_inbound, replier_for
+
+    ingress, sink = bot
+    payload = fake.slash("help", {}, channel_id=fake.channel_id, user_id=ALICE)
+    command, _ = await next_inbound(fake, sink)
+    worker = DiscordAdapter(ingress.config)
+    await worker.start(RecordingSink(ingress.config), receive=False)
+    try:
+        answer = replier_for(worker, load_inbound(dump_inbound(command), worker))
+        await answer.send("what I can do")
+    finally:
+        await worker.stop()
+    responses = fake.interaction_responses(int(payload["id"]))
+    assert responses[0]["type"] == 4  # the worker answered first; the ingress's defer lost
+    assert [m.content for m in fake.messages(fake.channel_id)] == ["what I can do"]
+
+
+async def test_send_only_rejected_token_is_a_startup_error(fake: FakeDiscord) -> None:
+    config = load_config(None, env={"OPENAI_API_KEY": "x", "DISCORD_BOT_TOKEN": "wrong"})
+    adapter = DiscordAdapter(config)
+    with pytest.raises(StartupError) as err:
+        await adapter.start(RecordingSink(config), receive=False)
+    assert err.value.exit_code == 2

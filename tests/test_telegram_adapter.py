@@ -521,3 +521,79 @@ def test_html_parser_matches_tdlib() -> None:
     ]:
         with pytest.raises(Exception, match=message.replace("(", r"\(")):
             parse_html(bad)
+
+
+# ---------------------------------------------------------------------- send-only worker
+
+
+# what only a receiving process may call: a worker calling them would steal updates,
+# drop the ingress's webhook or re-register commands
+RECEIVING_METHODS = {"getupdates", "setwebhook", "deletewebhook", "setmycommands"}
+
+
+async def test_send_only_worker_answers_a_journal_restored_message(
+        fake: FakeTelegram, tmp_path: Path) -> None:
+    """receive=False (the worker role): getMe only, then a message another process
+    received, rebuilt from its journal JSON, is answered with every kind of reply."""
+    from bot.journal import dump_inbound, load_inbound, replier_for
+
+    env = {"OPENAI_API_KEY": "x", "TELEGRAM_BOT_TOKEN": fake.token,
+           "TELEGRAM_API_URL": fake.url}
+    config = load_config(None, env=env)
+    ingress = TelegramAdapter(config)
+    ingress_sink = RecordingSink(config)
+    await ingress.start(ingress_sink)
+    picture = png("blue")
+    fake.user_message(GROUP, USER, None, caption="what is this? " + "long " * 5,
+                      photo=picture, chat_type="supergroup", chat_title="Test group",
+                      mention_bot=True)
+    received, _ = await ingress_sink.next()
+    stored = dump_inbound(received)
+    await ingress.stop()
+
+    before = len(fake.calls)
+    worker = TelegramAdapter(config)
+    await worker.start(RecordingSink(config), receive=False)
+    try:
+        assert worker.connected and not worker.receiving
+        inbound = load_inbound(stored, worker)
+        assert inbound.channel == received.channel and inbound.addressed
+        assert await inbound.attachments[0].read() == picture  # getFile + download
+        replier = replier_for(worker, inbound)
+        async with replier.working("typing"):
+            stream = replier.stream()
+            stream.append("A **blue** square")
+            stream.append(", nothing else.")
+            await stream.finish()
+        sent = await replier.send("first")
+        await replier.edit(sent, "first, edited")
+        voice = b"OggS\x00\x02" + b"\x00" * 64
+        await replier.send_file(OutFile(voice, "a.ogg", "audio/ogg", kind="voice"))
+        await replier.send_files([OutFile(png(c), f"{c}.png", "image/png", kind="image")
+                                  for c in ("red", "green")])
+        await replier.reply_long("x " * 3000)  # split at 4096
+        assert hasattr(replier, "delete")
+        await replier.delete(sent)  # type: ignore[attr-defined]
+    finally:
+        await worker.stop()
+    msgs = fake.messages(GROUP)
+    texts = [m.text for m in msgs if m.kind == "text" and not m.deleted]
+    assert texts[0] == "A blue square, nothing else."
+    assert msgs[0].reply_to_message_id == int(received.id)  # replies to the user's message
+    assert next(m for m in msgs if m.deleted).text == "first, edited"
+    assert any(m.kind == "voice" for m in msgs)
+    assert len({m.media_group_id for m in msgs if m.kind == "photo"}) == 1
+    assert len(texts) >= 3  # the long reply was split
+    worker_calls = {c.method.lower() for c in fake.calls[before:]}
+    assert "getme" in worker_calls and "sendmessage" in worker_calls
+    assert not worker_calls & RECEIVING_METHODS, worker_calls & RECEIVING_METHODS
+
+
+async def test_console_refuses_send_only_mode(tmp_path: Path) -> None:
+    from adapters.console import ConsoleAdapter
+
+    config = load_config(None, env={"OPENAI_API_KEY": "x"})
+    adapter = ConsoleAdapter(stdin=asyncio.StreamReader(), stdout=io.StringIO(),
+                             out_dir=tmp_path, user="alice")
+    with pytest.raises(StartupError, match="console cannot run as a send-only worker"):
+        await adapter.start(RecordingSink(config), receive=False)
