@@ -38,6 +38,7 @@ from bot.journal import (
     JournaledReplier,
     dump_inbound,
     load_inbound,
+    replier_for,
 )
 from bot.replies import Replier
 from bot.store_cluster import ClusterStore, channel_lease
@@ -275,8 +276,7 @@ class Worker:
         try:
             assert adapter is not None and row.inbound is not None
             inbound = load_inbound(row.inbound, adapter)
-            inner = adapter.replier_for(inbound.channel, inbound.id,
-                                        private=inbound.is_private)
+            inner = replier_for(adapter, inbound)  # a slash command: its interaction
         except Exception:
             log.exception("cannot rebuild message %s in %s; left unanswered", row.message_id,
                           row.channel)
