@@ -236,20 +236,15 @@ async def run_role(config: Config, role: str) -> int:
 
 
 def _uses_postgres(config: Config) -> bool:
-    """Whether the configured database is PostgreSQL (bot/storage.py decides)."""
-    from bot.storage import is_postgres
-
-    return is_postgres(config)
+    """Whether the configured database is PostgreSQL ([storage] url / BOT_DATABASE_URL)."""
+    return bool(getattr(config, "postgres", False))
 
 
 async def _open_store(config: Config) -> Any:
-    """The configured store, open (bot/storage.py)."""
+    """The configured store, open and migrated (bot/storage.py)."""
     from bot.storage import open_store
 
-    store = open_store(config)
-    if asyncio.iscoroutine(store):
-        store = await store
-    return store
+    return await open_store(config)
 
 
 def _one_line(e: BaseException, config: Config) -> str:

@@ -357,7 +357,7 @@ async def start_role(role: str, config: Config, store: Any, adapters: list[Any])
     if getattr(store, "backend", "sqlite") != "postgres":
         raise sqlite_refusal(role)
     holder = holder_name(role)
-    cluster = ClusterStore(store.pool)
+    cluster = ClusterStore(store.pool, getattr(store, "url", None))
     app = RoleApp(role, config, store, holder, cluster)
     try:
         if role == "ingress":

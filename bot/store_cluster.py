@@ -55,8 +55,10 @@ def channel_lease(channel: str) -> str:
 class ClusterStore:
     """Queue, leases and wake-ups over the PostgreSQL store's asyncpg pool."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, url: str | None = None) -> None:
         self.pool = pool
+        # LISTEN gets a connection of its own when the URL is known (not one of the pool's)
+        self.url = url
         self._listener: Any = None
 
     # --- ingress -------------------------------------------------------------------------
@@ -181,7 +183,12 @@ class ClusterStore:
 
     async def listen(self, wake: Callable[[str], None]) -> None:
         """Call `wake(channel)` on every NOTIFY of the queue (one connection kept for it)."""
-        conn = await self.pool.acquire()
+        if self.url:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.url)
+        else:
+            conn = await self.pool.acquire()
 
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
             wake(payload)
@@ -198,4 +205,7 @@ class ClusterStore:
         try:
             await conn.remove_listener(CHANNEL, callback)
         finally:
-            await self.pool.release(conn)
+            if self.url:
+                await conn.close()
+            else:
+                await self.pool.release(conn)
