@@ -111,17 +111,18 @@ class ClusterStore:
         """Lease up to about `limit` channels with queued messages that nobody holds (or
         whose holder let the lease expire), oldest message first; returns the channels."""
         rows = await self.pool.fetch(
-            f"WITH queued AS (SELECT channel FROM inbox i WHERE {_QUEUED}"
+            f"WITH queued AS (SELECT id, channel FROM inbox i WHERE {_QUEUED}"
             " AND platform = ANY($3::text[]) AND NOT EXISTS (SELECT 1 FROM cluster_leases l"
             " WHERE l.name = 'channel:' || i.channel AND l.expires > clock_timestamp())"
             " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
             " INSERT INTO cluster_leases (name, holder, expires)"
-            " SELECT DISTINCT 'channel:' || channel, $1, clock_timestamp() + make_interval("
-            "secs => $2) FROM queued"
+            " SELECT 'channel:' || channel, $1, clock_timestamp() + make_interval("
+            "secs => $2) FROM (SELECT channel FROM queued GROUP BY channel"
+            " ORDER BY min(id) LIMIT $5) c"
             " ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder,"
             " expires = EXCLUDED.expires, acquired = clock_timestamp()"
             " WHERE cluster_leases.expires <= clock_timestamp() RETURNING name",
-            holder, float(seconds), platforms, limit * 4)
+            holder, float(seconds), platforms, limit * 4, limit)
         return [r[0].removeprefix("channel:") for r in rows]
 
     async def queued(self, channel: str, limit: int = 50) -> list[int]:

@@ -96,6 +96,9 @@ class RoleProcess:
         """SIGKILL, as the OOM killer or a power cut would."""
         if self.proc is None:
             return
+        if self.proc.returncode is not None:  # ended by itself
+            self.proc = None
+            return
         self.proc.send_signal(signal.SIGKILL)
         await self.proc.wait()
         self.proc = None

@@ -24,7 +24,6 @@ from tests.cluster_harness import (
 )
 from tests.crash_harness import answer_for, model_answer
 from tests.fakes.openai_api import FakeOpenAI
-from tests.pg import pg_url  # noqa: F401  (fixture)
 
 TIMEOUT = 120.0
 CHANNELS = 25  # per platform
@@ -56,7 +55,7 @@ def shown_texts(platform: TelegramPlatform | DiscordPlatform, chat: Chat) -> lis
 
 
 async def test_ingress_and_three_workers_answer_each_message_once_in_order_through_a_kill(
-        tmp_path: Path, pg_url: str, openai_fake: FakeOpenAI,  # noqa: F811
+        tmp_path: Path, pg_url: str, openai_fake: FakeOpenAI,
         telegram: TelegramPlatform, discord: DiscordPlatform) -> None:
     ai = openai_fake
     ai.reply_fn(model_answer)
@@ -136,7 +135,7 @@ async def test_ingress_and_three_workers_answer_each_message_once_in_order_throu
 
 
 async def test_a_second_polling_ingress_refuses_to_start(
-        tmp_path: Path, pg_url: str, openai_fake: FakeOpenAI,  # noqa: F811
+        tmp_path: Path, pg_url: str, openai_fake: FakeOpenAI,
         telegram: TelegramPlatform) -> None:
     cluster = Cluster(tmp_path, pg_url, openai_fake, telegram, None, webhook=False)
     try:
