@@ -9,6 +9,7 @@ second polling ingress, a worker on SQLite.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -166,3 +167,40 @@ async def test_roles_refuse_sqlite(tmp_path: Path, openai_fake: FakeOpenAI,
     assert err[-1].startswith(f"error: --role {role} needs PostgreSQL"), err
     assert not (tmp_path / "b.sqlite3").exists()
     assert not telegram.fake.calls_to("getMe")  # refused before touching the platform
+
+
+async def test_workers_budgets_count_what_every_worker_spent(pg_url: str) -> None:
+    """Two workers' budgets over one database: spending recorded by one is refused by the
+    other (a single process keeps its sums in memory and would not see it)."""
+    from bot.store_pg import PgStore
+
+    from bot.budgets import BudgetExceeded, Budgets
+    from bot.config import BudgetsSection
+    from bot.store import UsageRow
+    from bot.usage import Caller
+
+    store = PgStore(pg_url)
+    await store.open()
+    try:
+        section = BudgetsSection(user_daily=0.05)
+        caller = Caller(platform="telegram", user_id="42", channel="telegram:42",
+                        chat="telegram:42")
+        first, second = Budgets(section, store), Budgets(section, store)
+        alone = Budgets(section, store)  # as in one process: sums kept in memory
+        first.shared = second.shared = True
+        now = time.time()
+        for b in (first, second, alone):
+            b.release(await b.admit(caller, 0.01, now))  # each has read the spend (0)
+            caller.admitted = False
+        # the first worker's request costs $0.045 (recorded as Meter._record does)
+        await store.record_usage(UsageRow(
+            platform="telegram", channel="telegram:42", user_id="42", model="m",
+            feature="chat", prompt_tokens=1, completion_tokens=1, estimated=False, cost=0.045,
+            created=now, day=first.calendar.day_of(now), chat="telegram:42"))
+        with pytest.raises(BudgetExceeded):
+            await second.admit(caller, 0.01, now)
+        caller.admitted = False
+        assert [s.spent for s in await second.standing(caller, now)] == [pytest.approx(0.045)]
+        await alone.admit(caller, 0.01, now)  # the per-process sum missed it
+    finally:
+        await store.close()
