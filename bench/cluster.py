@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -31,14 +32,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import contextlib
-
-from tests.pg import admin_url, create_database, start_server
-
 import bench.common as common
 from bench.common import TimedOpenAI, cpu_seconds
 from bench.load import overhead as load_overhead
 from tests.cluster_harness import Cluster, TelegramPlatform
+from tests.pg import admin_url, create_database, start_server
 
 
 def _children(pid: int) -> list[int]:
