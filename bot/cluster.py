@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -41,7 +42,7 @@ from bot.journal import (
     replier_for,
 )
 from bot.replies import Replier
-from bot.store_cluster import ClusterStore, channel_lease
+from bot.store_cluster import IMMEDIATE, ClusterStore, channel_lease
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,15 @@ def sqlite_refusal(role: str) -> StartupError:
         "without --role (one process on SQLite)", 2)
 
 
+def immediate(commands: CommandTable, inbound: Inbound) -> bool:
+    """A command answered on arrival, ahead of its channel's queue (CommandSpec.immediate)."""
+    call = inbound.command
+    if call is None or call.unknown or call.error:
+        return False
+    spec = commands.by_name.get(call.name)
+    return spec is not None and spec.immediate
+
+
 class Ingress:
     """The sink adapters hand messages to in the ingress role: queued, not answered."""
 
@@ -85,14 +95,17 @@ class Ingress:
         self.journal.forget(platform, keys)
         data = dump_inbound(inbound)
         addressed = self.journal.addressed(inbound)
+        channel = str(inbound.channel)
+        # /cancel: the worker answering the channel runs it at once (see Worker.notified)
+        wake = IMMEDIATE + channel if immediate(self.commands, inbound) else channel
         if keys:
             entry = await self.cluster.enqueue_bind(
-                platform, keys, channel=str(inbound.channel), message_id=inbound.id,
-                inbound=data, addressed=addressed)
+                platform, keys, channel=channel, message_id=inbound.id, inbound=data,
+                addressed=addressed, wake=wake)
         else:
             entry = await self.cluster.enqueue(
-                platform, inbound.id, channel=str(inbound.channel), message_id=inbound.id,
-                inbound=data, addressed=addressed)
+                platform, inbound.id, channel=channel, message_id=inbound.id, inbound=data,
+                addressed=addressed, wake=wake)
         if entry is None:
             log.info("message %s in %s was received before; not queued again", inbound.id,
                      inbound.channel)
@@ -133,6 +146,9 @@ class Worker:
         self.answered = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._lost: set[str] = set()
+        # immediate commands running beside their channel's task; entries being answered
+        self._side: set[asyncio.Task[None]] = set()
+        self._started: set[int] = set()
         self._wake = asyncio.Event()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
@@ -149,10 +165,28 @@ class Worker:
         log.info("cluster: worker %s answers up to %d channels at once (lease %.0f s)",
                  self.holder, self.capacity, self.lease)
 
-    def notified(self, channel: str) -> None:
-        """A message was queued: claim its channel unless this worker is answering it."""
+    def notified(self, payload: str) -> None:
+        """A message was queued: claim its channel unless this worker is answering it; an
+        immediate command in a channel this worker answers is run at once."""
+        channel = payload.removeprefix(IMMEDIATE)
         if channel not in self._tasks:
             self._wake.set()
+        elif payload.startswith(IMMEDIATE):
+            task = asyncio.create_task(self._immediate(channel), name=f"immediate {channel}")
+            self._side.add(task)
+            task.add_done_callback(self._side.discard)
+
+    async def _immediate(self, channel: str) -> None:
+        """Run the channel's queued immediate commands now, out of turn (as the router
+        does in one process); the channel's task skips them as answered."""
+        try:
+            for entry, form in await self.cluster.queued_forms(channel):
+                call = json.loads(form).get("command") or {}
+                spec = self.router.commands.by_name.get(call.get("name") or "")
+                if spec is not None and spec.immediate and not call.get("error"):
+                    await self._answer(entry)
+        except Exception:
+            log.exception("cluster: could not run an immediate command in %s", channel)
 
     async def stop(self) -> None:
         """Stop claiming, let each channel finish the message in hand, give leases back."""
@@ -163,7 +197,7 @@ class Worker:
         for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._side]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
             for task in late:
@@ -234,6 +268,10 @@ class Worker:
         try:
             while not self._stopping:
                 entries = await self.cluster.queued(channel)
+                if entries and all(e in self._started for e in entries) and self._side:
+                    # only immediate commands are left, and they are running
+                    await asyncio.wait(list(self._side))
+                    continue
                 if not entries:
                     await self.cluster.release(name, self.holder)
                     # a message queued in the meantime woke workers while we still held
@@ -260,6 +298,15 @@ class Worker:
             self._wake.set()
 
     async def _answer(self, entry: int) -> None:
+        if entry in self._started:  # an immediate command run beside the channel's task
+            return
+        self._started.add(entry)
+        try:
+            await self._answer_one(entry)
+        finally:
+            self._started.discard(entry)
+
+    async def _answer_one(self, entry: int) -> None:
         got = await self.cluster.begin(entry)
         if got is None:
             return  # answered, or replaced, meanwhile

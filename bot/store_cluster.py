@@ -20,8 +20,10 @@ from typing import Any
 
 from bot.store import InboxRow
 
-# wakes the workers; the payload is the channel (ChannelKey string)
+# wakes the workers; the payload is the channel (ChannelKey string), prefixed with
+# IMMEDIATE for a command that must not wait behind the channel's answer (/cancel)
 CHANNEL = "gptbot_queue"
+IMMEDIATE = "!"
 # open journal entries that carry a built message: what workers answer
 _QUEUED = "state IN ('received', 'answering') AND inbound IS NOT NULL"
 
@@ -64,18 +66,21 @@ class ClusterStore:
     # --- ingress -------------------------------------------------------------------------
 
     async def enqueue(self, platform: str, key: str, *, channel: str, message_id: str,
-                      inbound: str, addressed: bool) -> int | None:
-        """Queue a message that has no stored delivery; None: (platform, key) is known."""
+                      inbound: str, addressed: bool, wake: str | None = None) -> int | None:
+        """Queue a message that has no stored delivery; None: (platform, key) is known.
+        `wake` is the notification's payload (default: the channel)."""
         return await self.pool.fetchval(  # type: ignore[no-any-return]
             "WITH ins AS (INSERT INTO inbox (platform, key, channel, message_id, state,"
             " inbound, addressed, received, updated) VALUES ($1, $2, $3, $4, 'received', $5,"
             " $6, extract(epoch FROM clock_timestamp()), extract(epoch FROM"
             " clock_timestamp())) ON CONFLICT (platform, key) DO NOTHING RETURNING id)"
-            " SELECT id, pg_notify($7, $3) FROM ins",
-            platform, key, channel, message_id, inbound, int(addressed), CHANNEL)
+            " SELECT id, pg_notify($7, $8) FROM ins",
+            platform, key, channel, message_id, inbound, int(addressed), CHANNEL,
+            wake or channel)
 
     async def enqueue_bind(self, platform: str, keys: list[str], *, channel: str,
-                           message_id: str, inbound: str, addressed: bool) -> int | None:
+                           message_id: str, inbound: str, addressed: bool,
+                           wake: str | None = None) -> int | None:
         """Attach a built message to its stored deliveries and queue it (the rest of an
         album are 'merged'); None when another ingress bound it first."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -91,7 +96,7 @@ class ClusterStore:
                     "UPDATE inbox SET state = 'merged', updated = extract(epoch FROM"
                     " clock_timestamp()) WHERE platform = $1 AND key = ANY($2::text[])",
                     platform, keys[1:])
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, channel)
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, wake or channel)
             return int(entry)
 
     async def replace_waiting(self, platform: str, channel: str, message_id: str,
@@ -131,6 +136,13 @@ class ClusterStore:
             f"SELECT id FROM inbox WHERE channel = $1 AND {_QUEUED} ORDER BY id LIMIT $2",
             channel, limit)
         return [int(r[0]) for r in rows]
+
+    async def queued_forms(self, channel: str, limit: int = 50) -> list[tuple[int, str]]:
+        """(id, message JSON) of a channel's queued messages, oldest first."""
+        rows = await self.pool.fetch(
+            f"SELECT id, inbound FROM inbox WHERE channel = $1 AND {_QUEUED} ORDER BY id"
+            " LIMIT $2", channel, limit)
+        return [(int(r[0]), r[1]) for r in rows]
 
     async def begin(self, entry: int) -> tuple[InboxRow, int] | None:
         """A worker starts on a message: its current form and how many workers have

@@ -204,3 +204,33 @@ async def test_workers_budgets_count_what_every_worker_spent(pg_url: str) -> Non
         await alone.admit(caller, 0.01, now)  # the per-process sum missed it
     finally:
         await store.close()
+
+
+async def test_cancel_reaches_the_worker_answering_the_channel_at_once(
+        tmp_path: Path, pg_url: str, openai_fake: FakeOpenAI,
+        telegram: TelegramPlatform) -> None:
+    """/cancel is not queued behind the answer it is meant to stop: the worker holding the
+    channel runs it on arrival, as one process does."""
+    ai = openai_fake
+    ai.reply_fn(model_answer)
+    cluster = Cluster(tmp_path, pg_url, ai, telegram, None, lease=5.0, poll=0.5)
+    alice = Chat(4001)
+    try:
+        await cluster.start("ingress")
+        await cluster.start("worker")
+        ai.hold(0)
+        telegram.send(alice, "question q1, please")
+        await ai.wait_until(lambda: ai.held == 1, TIMEOUT)
+        telegram.send(alice, "/cancel")
+        await telegram.wait_until(
+            lambda: shown_texts(telegram, alice) == ["Nothing is running here."], TIMEOUT)
+        assert ai.held == 1  # the question's answer is still waiting for the model
+        ai.release()
+        await telegram.wait_until(lambda: shown_texts(telegram, alice) == [
+            "Nothing is running here.", answer_for("q1")], TIMEOUT)
+        codes = await cluster.stop()
+    except BaseException:
+        await cluster.kill_all()
+        print(cluster.logs())
+        raise
+    assert all(code == 0 for code in codes.values()), (codes, cluster.logs())
