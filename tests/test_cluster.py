@@ -234,3 +234,48 @@ async def test_cancel_reaches_the_worker_answering_the_channel_at_once(
         print(cluster.logs())
         raise
     assert all(code == 0 for code in codes.values()), (codes, cluster.logs())
+
+
+async def test_an_edit_of_a_queued_message_is_answered_in_its_new_form(
+        tmp_path: Path, pg_url: str, openai_fake: FakeOpenAI,
+        telegram: TelegramPlatform) -> None:
+    """The ingress replaces a message no worker has started on; an edit of a message being
+    answered is ignored (as in one process)."""
+    ai = openai_fake
+    ai.reply_fn(model_answer)
+    cluster = Cluster(tmp_path, pg_url, ai, telegram, None, lease=5.0, poll=0.5)
+    bob = Chat(4002)
+    try:
+        await cluster.start("ingress")
+        await cluster.start("worker")
+        ai.hold(0)
+        first = telegram.send(bob, "question q1, please")
+        await ai.wait_until(lambda: ai.held == 1, TIMEOUT)
+        second = telegram.send(bob, "question q2, please")
+
+        async def queued() -> bool:
+            rows = await query(pg_url, "SELECT 1 FROM inbox WHERE message_id = $1 AND"
+                                       " inbound IS NOT NULL", second)
+            return bool(rows)
+
+        await wait_async(queued, TIMEOUT, "the second question to be queued")
+        telegram.fake.user_edit(bob.user, int(second), "question q3, please")
+        telegram.fake.user_edit(bob.user, int(first), "question q9, please")
+
+        async def edits_handled() -> bool:
+            rows = await query(pg_url, "SELECT COUNT(*) FROM inbox WHERE state IN"
+                                       " ('merged', 'skipped')")
+            return int(rows[0][0]) == 2
+
+        await wait_async(edits_handled, TIMEOUT, "both edits to be handled")
+        ai.release()
+        await telegram.wait_until(lambda: shown_texts(telegram, bob) == [
+            answer_for("q1"), answer_for("q3")], TIMEOUT)
+        codes = await cluster.stop()
+    except BaseException:
+        await cluster.kill_all()
+        print(cluster.logs())
+        raise
+    assert all(code == 0 for code in codes.values()), (codes, cluster.logs())
+    turns = await query(pg_url, "SELECT content FROM turns WHERE role = 'user' ORDER BY id")
+    assert [t["content"] for t in turns] == ["question q1, please", "question q3, please"]
