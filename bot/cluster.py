@@ -149,6 +149,8 @@ class Worker:
         # immediate commands running beside their channel's task; entries being answered
         self._side: set[asyncio.Task[None]] = set()
         self._started: set[int] = set()
+        # when each channel was (re)leased: a renewal begun before that cannot list it
+        self._since: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
@@ -234,6 +236,7 @@ class Worker:
                     if channel in self._tasks:  # our own lease had run out; renewed now
                         continue
                     self._lost.discard(channel)
+                    self._since[channel] = time.monotonic()
                     self._tasks[channel] = asyncio.create_task(
                         self._serve(channel), name=f"channel {channel}")
             if got and len(self._tasks) < self.capacity:
@@ -245,6 +248,7 @@ class Worker:
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.lease / 3)
+            asked = time.monotonic()
             try:
                 held = await self.cluster.renew(self.holder, self.lease)
             except Exception as e:
@@ -256,6 +260,8 @@ class Worker:
             else:
                 renewed = time.monotonic()
             for channel, task in list(self._tasks.items()):
+                if self._since.get(channel, 0.0) >= asked:
+                    continue  # leased while the renewal ran: not in its answer
                 if channel_lease(channel) not in held and not task.done():
                     log.warning("cluster: lease of %s lost (this worker was too slow to "
                                 "renew it); leaving the channel to another worker", channel)
@@ -278,6 +284,7 @@ class Worker:
                     # the channel: look once more, now that others may take it too
                     if not await self.cluster.queued(channel, 1):
                         return
+                    self._since[channel] = time.monotonic()
                     taken, _, _ = await self.cluster.acquire(name, self.holder, self.lease)
                     if not taken:
                         return
@@ -292,6 +299,7 @@ class Worker:
             log.exception("cluster: channel %s failed; its messages stay queued", channel)
         finally:
             self._tasks.pop(channel, None)
+            self._since.pop(channel, None)
             if channel not in self._lost and not self._stopping:
                 with contextlib.suppress(Exception):
                     await self.cluster.release(name, self.holder)
