@@ -166,12 +166,15 @@ async def overhead(n: int) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", nargs="*", default=["throughput", "overhead"],
-                        choices=["throughput", "overhead"])
+    parser.add_argument("which", nargs="*", help="throughput and/or overhead (default: both)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--latency", type=float, nargs="+", default=[1.0, 0.0])
     parser.add_argument("--messages", type=int, default=300, help="overhead: messages")
     args = parser.parse_args()
+    args.which = args.which or ["throughput", "overhead"]
+    for name in args.which:
+        if name not in ("throughput", "overhead"):
+            parser.error(f"unknown benchmark {name!r} (throughput, overhead)")
     print(f"machine: {os.cpu_count()} cores")
     if "throughput" in args.which:
         await throughput(args.workers, args.latency)
