@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 ROLES = ("ingress", "worker")
 # the one Telegram ingress allowed to poll holds this lease
 POLLING_LEASE = "telegram:polling"
+# the one worker whose semantic memory embeds new turns (every worker searches)
+EMBEDDER_LEASE = "memory:embedder"
 # seconds a stopping worker lets its channels finish the message in hand
 STOP_GRACE = 30.0
 
@@ -406,6 +408,32 @@ async def _keep_ingress_leases(app: RoleApp) -> None:
             return
 
 
+async def _keep_embedder(app: RoleApp) -> None:
+    """One worker embeds new turns for semantic memory (the others would embed the same
+    backlog again, each paying for it); every worker's memory searches. The lease moves
+    to another worker when its holder dies."""
+    from bot import memory
+
+    lease = app.config.cluster.lease_seconds
+    leader = True  # memory.start() began embedding
+    while True:
+        try:
+            taken, _, _ = await app.cluster.acquire(EMBEDDER_LEASE, app.holder, lease)
+        except Exception as e:
+            log.warning("cluster: could not check the embedder lease (%s)", e)
+            taken = leader
+        if taken and not leader:
+            old = app.memory
+            app.memory = await memory.start(app.config, app.store, app.ai)
+            if old is not None:
+                await old.stop()
+            log.info("cluster: this worker now embeds new turns for semantic memory")
+        elif leader and not taken and app.memory is not None:
+            await app.memory.stop()  # searching goes on; embedding is another worker's
+        leader = taken
+        await asyncio.sleep(lease / 3)
+
+
 async def start_role(role: str, config: Config, store: Any, adapters: list[Any]) -> RoleApp:
     """Start an ingress or a worker on an open PostgreSQL store; the caller closes the store
     if this raises before returning."""
@@ -480,6 +508,7 @@ async def _start_worker(app: RoleApp, adapters: list[Any]) -> None:
     await app.store.inbox_prune(time.time() - KEEP_FINISHED)
     router = Router(config, app.store, app.ai, registry(), journal)
     app.memory = await memory.start(config, app.store, app.ai)
+    app._keeper = asyncio.create_task(_keep_embedder(app), name="embedder lease")
     for adapter in adapters:
         await _start_adapter(app, adapter, router, receive=False)
     app.worker = Worker(config, app.cluster, journal, router,
