@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ if TYPE_CHECKING:  # imported when the bot starts: --help, init and doctor --liv
     from bot.ai import AI, Tokenizer
     from bot.router import Router
     from bot.store import Store
+    from bot.store_pg import PgStore
 
 log = logging.getLogger("bot")
 
@@ -37,7 +37,7 @@ class App:
     """A running bot: what tests and benchmarks start and stop in-process."""
 
     config: Config
-    store: Store
+    store: Store | PgStore
     ai: AI
     router: Router
     adapters: list[Any] = field(default_factory=list)
@@ -84,23 +84,13 @@ async def start_app(
 ) -> App:
     """Open storage, build the router and start each adapter."""
     from bot.ai import AI, Tokenizer
-    from bot.doctor import database_access_error, explain_database_error
     from bot.journal import Journal
     from bot.router import Router
-    from bot.store import Store
+    from bot.storage import open_store
     from bot.usage import Meter
     from handlers import registry
 
-    store = Store(config.database_path)
-    try:
-        problem = database_access_error(config.database_path)
-        if problem is not None:
-            raise problem
-        await store.open()
-    except (OSError, sqlite3.Error) as e:
-        with contextlib.suppress(Exception):
-            await store.close()
-        raise StartupError(explain_database_error(config.database_path, e), 2) from e
+    store = await open_store(config)
     meter = Meter(config, store)
     await meter.open()
     ai = AI(config, tokenizer or Tokenizer(config.chat.tokenizer), meter=meter)
@@ -143,7 +133,7 @@ async def run(config: Config, *, console: bool) -> int:
     adapters = choose_adapters(config, console=console)
     from bot.doctor import database_access_error, explain_database_error
 
-    problem = database_access_error(config.database_path)
+    problem = None if config.postgres else database_access_error(config.database_path)
     if problem is not None:  # before the console's log file is opened beside the database
         raise StartupError(explain_database_error(config.database_path, problem), 2)
     if any(a.name == "console" for a in adapters):
@@ -335,6 +325,7 @@ ENVIRONMENT = (
     ("DISCORD_BOT_TOKEN", "starts the Discord adapter"),
     ("BOT_CONFIG", "path of config.toml (like --config)"),
     ("BOT_DATABASE", "SQLite database file (overrides [storage] path)"),
+    ("BOT_DATABASE_URL", "postgresql://user:password@host/db (overrides [storage] url)"),
     ("BOT_HEALTH_FILE", "where the running bot writes its health (default: <database>.health)"),
 )
 

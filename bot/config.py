@@ -160,10 +160,14 @@ class AccessSection:
     admins: tuple[str, ...] = ()
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 @dataclass(frozen=True, slots=True)
 class StorageSection:
-    """Where the SQLite database lives (BOT_DATABASE overrides)."""
+    """Where the database lives: a PostgreSQL URL, or the SQLite file (env overrides)."""
 
+    url: str = ""  # postgresql://..., sqlite:///path or a path; empty: `path`
     path: str = "bot.sqlite3"
 
 
@@ -226,6 +230,7 @@ class Secrets:
     telegram_token: str = ""
     telegram_api_url: str = "https://api.telegram.org"
     database: str = ""
+    database_url: str = ""
     health_file: str = ""
 
 
@@ -253,9 +258,26 @@ class Config:
     secrets: Secrets = field(default_factory=Secrets)
 
     @property
+    def database_url(self) -> str:
+        """The database to use, as a URL or a path. The environment wins over the file,
+        and within each a URL over a path: BOT_DATABASE_URL, BOT_DATABASE, [storage] url,
+        [storage] path."""
+        return (self.secrets.database_url or self.secrets.database or self.storage.url
+                or self.storage.path)
+
+    @property
+    def postgres(self) -> bool:
+        """Whether the database is PostgreSQL (else SQLite)."""
+        return self.database_url.startswith(POSTGRES_SCHEMES)
+
+    @property
     def database_path(self) -> str:
-        """BOT_DATABASE wins over [storage] path."""
-        return self.secrets.database or self.storage.path
+        """The SQLite file (with PostgreSQL: [storage] path, which only places the health
+        file)."""
+        url = self.database_url
+        if self.postgres:
+            return self.secrets.database or self.storage.path
+        return url.removeprefix("sqlite://") if url.startswith("sqlite:///") else url
 
     @property
     def health_path(self) -> str:
@@ -427,6 +449,7 @@ def load_config(
         telegram_token=environ.get("TELEGRAM_BOT_TOKEN", "").strip(),
         telegram_api_url=api_url.rstrip("/"),
         database=environ.get("BOT_DATABASE", "").strip(),
+        database_url=environ.get("BOT_DATABASE_URL", "").strip(),
         health_file=environ.get("BOT_HEALTH_FILE", "").strip(),
     )
     config = Config(**sections, secrets=secrets)
@@ -435,6 +458,14 @@ def load_config(
 
 
 def _validate(config: Config) -> None:
+    for where, url in (("BOT_DATABASE_URL", config.secrets.database_url),
+                       ("config: storage.url", config.storage.url)):
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme and f"{scheme}://" not in (*POSTGRES_SCHEMES, "sqlite://"):
+            raise ConfigError(f"{where} must be postgresql://user:password@host/database,"
+                              f" sqlite:///path or a file path (got a {scheme}:// URL)")
+        if scheme == "sqlite" and not url.startswith("sqlite:///"):
+            raise ConfigError(f"{where}: a SQLite URL is sqlite:///path (three slashes)")
     if not config.secrets.openai_api_key and not config.secrets.openai_base_url:
         raise ConfigError(
             "OPENAI_API_KEY is not set (set it, or OPENAI_BASE_URL for a local server)"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from bot.config import Config, ConfigError, load_config
+from bot.errors import StartupError
 
 Status = Literal["ok", "warn", "fail", "skip"]
 CHECK_TIMEOUT = 20.0
@@ -113,21 +114,20 @@ def explain_database_error(path: str, e: BaseException) -> str:
 
 async def check_database(config: Config) -> Check:
     """Open (create, migrate) the database the bot would use, as the bot does."""
-    from bot.store import Store
+    from bot.storage import open_store
 
-    where = _absolute(config.database_path)
-    problem = database_access_error(config.database_path)
-    if problem is not None:
-        return Check("database", "fail", explain_database_error(config.database_path, problem))
-    store = Store(config.database_path)
     try:
-        await store.open()
-    except (OSError, sqlite3.Error) as e:
-        return Check("database", "fail", explain_database_error(config.database_path, e))
-    finally:
-        with contextlib.suppress(Exception):
-            await store.close()
-    return Check("database", "ok", f"{where} is writable")
+        store = await open_store(config)
+    except StartupError as e:
+        return Check("database", "fail", e.message)
+    with contextlib.suppress(Exception):
+        await store.close()
+    if config.postgres:
+        from bot.store_pg import redact
+
+        return Check("database", "ok", f"{redact(config.database_url)} is reachable, with "
+                                       "pgvector, schema up to date")
+    return Check("database", "ok", f"{_absolute(config.database_path)} is writable")
 
 
 def _absolute(path: str) -> str:

@@ -398,6 +398,8 @@ def chat_of(channel: str) -> str:
 class Store:
     """Async SQLite access; open() applies migrations, close() checkpoints."""
 
+    backend = "sqlite"
+
     def __init__(self, path: str, settings_cache: int = 4096) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None

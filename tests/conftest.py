@@ -13,7 +13,11 @@ import pytest
 from tests.fakes.openai_api import FakeOpenAI
 from tests.harness import ConsoleDriver, Driver
 
+# pg_server and pg_url are fixtures (a PostgreSQL server per process, a database per test)
+from tests.pg import create_database, drop_database, pg_server, pg_url  # noqa: F401
+
 PLATFORMS = ["telegram", "discord", "console"]
+STORAGES = ["sqlite", "postgres"]
 
 _real_getaddrinfo = socket.getaddrinfo
 _real_connect = socket.socket.connect
@@ -72,20 +76,48 @@ async def openai_fake() -> AsyncIterator[FakeOpenAI]:
 
 
 async def make_driver(platform: str, openai_fake: FakeOpenAI, tmp_path: Path,
-                      config_text: str = "") -> tuple[Driver, Any]:
-    """A driver (not started) and the platform fake it drives (started)."""
+                      config_text: str = "", database_url: str = "") -> tuple[Driver, Any]:
+    """A driver (not started) and the platform fake it drives (started); `database_url`
+    (BOT_DATABASE_URL) puts the bot on PostgreSQL instead of a SQLite file."""
     db = tmp_path / "bot.sqlite3"
+    driver: Driver
+    fake: Any = None
     if platform == "console":
-        return ConsoleDriver(openai_fake, db, {}, config_text), None
-    if platform == "telegram":
+        driver = ConsoleDriver(openai_fake, db, {}, config_text)
+    elif platform == "telegram":
         from tests.harness_platforms import TelegramDriver, start_telegram_fake
 
         fake = await start_telegram_fake()
-        return TelegramDriver(openai_fake, db, fake, config_text), fake
-    from tests.harness_platforms import DiscordDriver, start_discord_fake
+        driver = TelegramDriver(openai_fake, db, fake, config_text)
+    else:
+        from tests.harness_platforms import DiscordDriver, start_discord_fake
 
-    fake = await start_discord_fake()
-    return DiscordDriver(openai_fake, db, fake, config_text), fake
+        fake = await start_discord_fake()
+        driver = DiscordDriver(openai_fake, db, fake, config_text)
+    if database_url:
+        driver.env = {**driver.env, "BOT_DATABASE_URL": database_url}
+    return driver, fake
+
+
+@pytest.fixture
+def storage() -> str:
+    """The bot's database backend: "sqlite" unless a test or module parametrizes it over
+    STORAGES (`@pytest.mark.parametrize("storage", STORAGES)`)."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def database_url(request: pytest.FixtureRequest, storage: str) -> AsyncIterator[str]:
+    """BOT_DATABASE_URL for the `storage` backend: a fresh PostgreSQL database, or ""
+    (the driver's SQLite file)."""
+    if storage == "sqlite":
+        yield ""
+        return
+    assert storage == "postgres", storage
+    server = request.getfixturevalue("pg_server")  # only tests on PostgreSQL start it
+    url = await create_database(server)
+    yield url
+    await drop_database(server, url)
 
 
 @pytest.fixture
@@ -96,9 +128,11 @@ def config_text() -> str:
 
 @pytest.fixture(params=PLATFORMS)
 async def chat(request: pytest.FixtureRequest, openai_fake: FakeOpenAI, tmp_path: Path,
-               config_text: str) -> AsyncIterator[Driver]:
-    """A running bot on each platform: the parity suite's fixture."""
-    driver, fake = await make_driver(request.param, openai_fake, tmp_path, config_text)
+               config_text: str, database_url: str) -> AsyncIterator[Driver]:
+    """A running bot on each platform (on the `storage` backend): the parity suite's
+    fixture."""
+    driver, fake = await make_driver(request.param, openai_fake, tmp_path, config_text,
+                                     database_url)
     try:
         await driver.start()
         yield driver

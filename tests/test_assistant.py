@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.conftest import STORAGES
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.openai_assistant import AssistantAPI, Turn
 from tests.harness import ALICE, BOB, BotReply, Driver, File, wait_for
@@ -193,6 +194,7 @@ def _same_picture(got: list[bytes], want: bytes) -> bool:
     return a.size == b.size and a.getpixel((1, 1)) == b.getpixel((1, 1))
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 async def test_follow_up_continues_the_conversation_and_restart_keeps_it(
         chat: Driver, openai_fake: FakeOpenAI) -> None:
     api = fake(openai_fake)
@@ -546,6 +548,7 @@ async def test_a_tool_call_is_answered_as_unavailable_and_the_run_goes_on(
     assert run_statuses(openai_fake) == ["completed"]
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 async def test_assistants_backend_keeps_one_assistant(chat: Driver, openai_fake: FakeOpenAI,
                                                       backend: str) -> None:
     assistants_only(backend, "the assistant object is an Assistants API thing")

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from bot.memory import RECALL_HEADER
+from tests.conftest import STORAGES
 from tests.harness import BOB, Driver, wait_for
 
 pytestmark = pytest.mark.usefixtures("chat")
@@ -46,6 +47,7 @@ async def say_many(chat: Driver, count: int, *, group: bool) -> None:
     await chat.settle(expect=count, timeout=120)
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize("config_text", [SMALL_WINDOW])
 async def test_fact_from_200_messages_ago_is_recalled(chat: Driver) -> None:
     group = chat.supports_groups
@@ -68,6 +70,7 @@ def config_text() -> str:
     return MEMORY
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 async def test_search_finds_and_forget_erases_but_reset_does_not(chat: Driver) -> None:
     await chat.ask(FACT)
     await chat.ask("the weather is nice today")

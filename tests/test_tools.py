@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from bot import tools
+from tests.conftest import STORAGES
 from tests.fakes.openai_api import tool_calls
 from tests.harness import Driver, wait_for
 
@@ -94,6 +95,7 @@ async def test_builtin_calculate_and_time(chat: Driver) -> None:
     assert calls_by_name(follow)["calculate"] == "16"
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 async def test_tool_rounds_survive_a_restart(chat: Driver) -> None:
     chat.openai.reply_tool_calls([("calculate", {"expression": "6*7"})])
     chat.openai.reply_fn(answer_with_results)

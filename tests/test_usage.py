@@ -24,6 +24,7 @@ from bot.config import load_config
 from bot.prices import PriceTable, Usage
 from bot.store import Store
 from bot.usage import Meter
+from tests.conftest import STORAGES
 from tests.fakes.openai_api import FakeOpenAI
 from tests.harness import ALICE, BOB, BotReply, Driver, File, User, wait_for
 from tests.test_voice import voice_note
@@ -144,6 +145,7 @@ async def test_images_over_budget_are_refused_unsent(chat: Driver, clock: Clock)
     assert await chat.app.store.usage_rows() == []
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize("budgets", ["user_daily = 0.1"])
 async def test_warning_is_given_once_per_period(chat: Driver, clock: Clock) -> None:
     answers = [await ask(chat) for _ in range(5)]  # $0.02 .. $0.10: 80% after the 4th
@@ -215,6 +217,7 @@ async def test_admins_are_not_exempt_when_configured(chat: Driver, tmp_path: Pat
     assert requests(chat) == 0
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 @pytest.mark.parametrize("budgets", ["user_daily = 0.02"])
 async def test_per_user_override_set_and_reset_by_an_admin(chat: Driver, clock: Clock) -> None:
     alice = f"{chat.platform}:{uid(chat, ALICE)}"

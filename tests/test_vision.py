@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from bot.media import image_tokens
+from tests.conftest import STORAGES
 from tests.harness import BOB, Driver, File
 from tests.unit.test_media import (
     animated_gif,
@@ -172,6 +173,7 @@ async def test_reply_to_an_image_the_bot_did_not_keep(chat: Driver) -> None:
     assert near(img.getpixel((250, 150)), (30, 200, 30))
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 async def test_follow_up_keeps_the_image_also_after_restart(chat: Driver) -> None:
     await send(chat, "what is this?", [photo(jpeg(300, 200, (200, 30, 30)))])
     answer = await chat.ask("and what is its shape?")

@@ -15,6 +15,7 @@ from bot import audio as bot_audio
 from bot.audio import AudioError
 from tests.audiogen import audio, probe, wav_bytes
 from tests.audiogen import samples as pcm_samples
+from tests.conftest import STORAGES
 from tests.harness import BotReply, Driver, File
 
 
@@ -355,6 +356,7 @@ async def test_voice_on_speaks_typed_answers_and_off_silences_voice_notes(
     assert len(voices(chat)) == 1
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 async def test_voice_settings_persist_across_restart(chat: Driver) -> None:
     await say(chat, "/voice name NOVA")
     await say(chat, "/voice speed 1.5")
