@@ -227,7 +227,7 @@ async def run_role(config: Config, role: str) -> int:
 
 def _uses_postgres(config: Config) -> bool:
     """Whether the configured database is PostgreSQL ([storage] url / BOT_DATABASE_URL)."""
-    return bool(getattr(config, "postgres", False))
+    return config.postgres
 
 
 async def _open_store(config: Config) -> Any:

@@ -82,22 +82,19 @@ class ClusterStore:
                            message_id: str, inbound: str, addressed: bool,
                            wake: str | None = None) -> int | None:
         """Attach a built message to its stored deliveries and queue it (the rest of an
-        album are 'merged'); None when another ingress bound it first."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            entry = await conn.fetchval(
-                "UPDATE inbox SET channel = $1, message_id = $2, inbound = $3, addressed = $4,"
-                " updated = extract(epoch FROM clock_timestamp()) WHERE platform = $5 AND"
-                " key = $6 AND inbound IS NULL AND state = 'received' RETURNING id",
-                channel, message_id, inbound, int(addressed), platform, keys[0])
-            if entry is None:
-                return None
-            if len(keys) > 1:
-                await conn.execute(
-                    "UPDATE inbox SET state = 'merged', updated = extract(epoch FROM"
-                    " clock_timestamp()) WHERE platform = $1 AND key = ANY($2::text[])",
-                    platform, keys[1:])
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, wake or channel)
-            return int(entry)
+        album are 'merged'), in one statement; None when another ingress bound it first."""
+        entry = await self.pool.fetchval(
+            "WITH bound AS (UPDATE inbox SET channel = $1, message_id = $2, inbound = $3,"
+            " addressed = $4, updated = extract(epoch FROM clock_timestamp())"
+            " WHERE platform = $5 AND key = $6 AND inbound IS NULL AND state = 'received'"
+            " RETURNING id),"
+            " merged AS (UPDATE inbox SET state = 'merged', updated = extract(epoch FROM"
+            " clock_timestamp()) WHERE platform = $5 AND key = ANY($7::text[])"
+            " AND EXISTS (SELECT 1 FROM bound))"
+            " SELECT id, pg_notify($8, $9) FROM bound",
+            channel, message_id, inbound, int(addressed), platform, keys[0], keys[1:],
+            CHANNEL, wake or channel)
+        return None if entry is None else int(entry)
 
     async def replace_waiting(self, platform: str, channel: str, message_id: str,
                               inbound: str) -> bool:

@@ -27,6 +27,9 @@ CONFIG = """
 log_level = "INFO"
 [chat]
 tokenizer = "estimate"
+[openai]
+# answers held at the fake model wait for the test, however busy the machine is
+timeout = 600
 """
 
 

@@ -84,8 +84,8 @@ async def test_ingress_and_three_workers_answer_each_message_once_in_order_throu
         victim = workers[0]
 
         async def victim_channels() -> list[str]:
-            rows = await query(pg_url, "SELECT name FROM cluster_leases WHERE holder LIKE $1",
-                               f"%:{victim.pid}:%")
+            rows = await query(pg_url, "SELECT name FROM cluster_leases WHERE holder LIKE $1"
+                               " AND name LIKE 'channel:%'", f"%:{victim.pid}:%")
             return [r[0].removeprefix("channel:") for r in rows]
 
         async def victim_mid_answer() -> bool:
@@ -172,11 +172,10 @@ async def test_roles_refuse_sqlite(tmp_path: Path, openai_fake: FakeOpenAI,
 async def test_workers_budgets_count_what_every_worker_spent(pg_url: str) -> None:
     """Two workers' budgets over one database: spending recorded by one is refused by the
     other (a single process keeps its sums in memory and would not see it)."""
-    from bot.store_pg import PgStore
-
     from bot.budgets import BudgetExceeded, Budgets
     from bot.config import BudgetsSection
     from bot.store import UsageRow
+    from bot.store_pg import PgStore
     from bot.usage import Caller
 
     store = PgStore(pg_url)
