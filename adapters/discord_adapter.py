@@ -319,9 +319,10 @@ class DiscordReplier(_DiscordReplier):
 class InteractionReplier(_DiscordReplier):
     """Answers a slash command: response, then edits of it and followups (15-minute token)."""
 
-    def __init__(self, adapter: DiscordAdapter, interaction: discord.Interaction) -> None:
-        channel_id = interaction.channel_id or 0
-        super().__init__(adapter, channel_id)
+    def __init__(self, adapter: DiscordAdapter, interaction: discord.Interaction,
+                 channel_id: int | None = None) -> None:
+        # channel_id: given for an interaction rebuilt from its token, which has no channel
+        super().__init__(adapter, channel_id or interaction.channel_id or 0)
         self.interaction = interaction
         self._lock = asyncio.Lock()
         self._deferred = False
@@ -545,14 +546,10 @@ def _forbidden(channel_id: int) -> Any:
         raise ChatForbidden(f"discord channel {channel_id}: {e.status} {e.text}") from None
 
 
-class _Client(discord.Client):
-    """discord.Client wired to the adapter's callbacks."""
+class _Events:
+    """The adapter's callbacks, shared by the plain and the sharded client."""
 
-    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.adapter = adapter
-        self.tree = app_commands.CommandTree(self)
-        self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
+    adapter: DiscordAdapter
 
     async def on_ready(self) -> None:
         """The gateway session is live and the guild cache is filled."""
@@ -573,6 +570,62 @@ class _Client(discord.Client):
         log.error("slash command %s failed", interaction.data, exc_info=error)
 
 
+class _Client(_Events, discord.Client):
+    """discord.Client (one gateway connection) wired to the adapter's callbacks."""
+
+    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
+
+
+IDENTIFY_WINDOW = 5.0  # Discord: each identify bucket starts one session per 5 s
+
+
+class _ShardedClient(_Events, discord.AutoShardedClient):
+    """discord.py's AutoShardedClient: one gateway connection per shard of this process.
+
+    discord.py waits 5 s before every IDENTIFY after the first (safe for any bot). Discord
+    allows `max_concurrency` at once (GET /gateway/bot, session_start_limit): shards with
+    different `shard_id % max_concurrency` (identify buckets) may identify together, one
+    per bucket per 5 s, so a process with several shards comes up in one step on a bot
+    with max_concurrency > 1 and exactly as discord.py paces it otherwise.
+    """
+
+    def __init__(self, adapter: DiscordAdapter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
+        self._concurrency: int | None = None
+        self._identified: dict[int, float] = {}  # bucket -> monotonic time of last IDENTIFY
+        self._identify_lock = asyncio.Lock()
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False
+                                   ) -> None:
+        """Wait for this shard's identify bucket (see the class docstring)."""
+        async with self._identify_lock:
+            if self._concurrency is None:
+                try:
+                    limits = await self.fetch_session_start_limits()
+                    self._concurrency = max(1, limits.max_concurrency)
+                    if limits.remaining <= 0:
+                        log.error("discord: no session starts left today (resets in %.0f "
+                                  "min); the gateway will refuse to identify",
+                                  limits.reset_after / 60000)
+                except (discord.HTTPException, discord.GatewayNotFound) as e:
+                    log.warning("discord: GET /gateway/bot failed (%s); identifying one "
+                                "shard per 5 s", e)
+                    self._concurrency = 1
+            bucket = (shard_id or 0) % self._concurrency
+            last = self._identified.get(bucket)
+            now = time.monotonic()
+            if last is not None and now - last < IDENTIFY_WINDOW:
+                await asyncio.sleep(IDENTIFY_WINDOW - (now - last))
+            self._identified[bucket] = time.monotonic()
+
+
 class DiscordAdapter:
     """One bot connection to Discord (gateway + REST) via discord.py."""
 
@@ -587,13 +640,17 @@ class DiscordAdapter:
         intents.guild_messages = True
         intents.dm_messages = True
         intents.message_content = True
-        self.client = _Client(
-            self,
-            intents=intents,
-            guild_ready_timeout=guild_ready_timeout,
-            max_ratelimit_timeout=MAX_RATELIMIT_WAIT,
-            allowed_mentions=NO_MENTIONS,
-        )
+        options: dict[str, Any] = {
+            "intents": intents, "guild_ready_timeout": guild_ready_timeout,
+            "max_ratelimit_timeout": MAX_RATELIMIT_WAIT, "allowed_mentions": NO_MENTIONS}
+        shards = config.discord.shard_count
+        self.client: _Client | _ShardedClient
+        if shards == 0:
+            self.client = _Client(self, **options)
+        else:  # "auto": discord.py asks GET /gateway/bot for Discord's recommendation
+            self.client = _ShardedClient(
+                self, shard_count=None if shards == "auto" else int(shards),
+                shard_ids=list(config.discord.shard_ids) or None, **options)
         self.ready = asyncio.Event()
         self.sink: Sink | None = None
         # False: a send-only worker (start(receive=False)), no gateway connection
@@ -638,10 +695,16 @@ class DiscordAdapter:
             error = self._task.exception() if self._task in done else None
             await self.stop()  # closes discord.py's HTTP session: no "Unclosed client session"
             raise _startup_error(error) from error
-        if self.config.discord.sync_commands:
+        ids = self.config.discord.shard_ids
+        if self.config.discord.sync_commands and (not ids or 0 in ids):
+            # commands are global: of several ingress processes, the one with shard 0 syncs
             synced = await self.client.tree.sync()
             log.info("discord: synced %d slash commands", len(synced))
-        log.info("discord: connected as %s", self.client.user)
+        if isinstance(self.client, _ShardedClient):
+            log.info("discord: connected as %s, shards %s of %s", self.client.user,
+                     sorted(self.client.shards), self.client.shard_count)
+        else:
+            log.info("discord: connected as %s", self.client.user)
         await self._catch_up()
 
     # ------------------------------------------------------------------ crash recovery
@@ -688,7 +751,7 @@ class DiscordAdapter:
         if via is not None and reply_to is not None:
             interaction = self._restored_interaction(via, reply_to, target, private)
             if interaction is not None:
-                return InteractionReplier(self, interaction)
+                return InteractionReplier(self, interaction, target)
         partial = self.client.get_partial_messageable(target)
         reference = None
         if reply_to is not None and not private:
@@ -708,9 +771,11 @@ class DiscordAdapter:
                 "data": {}}
             if data.get("guild_id") and not private:
                 payload["guild_id"] = str(int(data["guild_id"]))
+            # discord.py builds Interactions from the payload and its connection state;
+            # the REST-only state (after login) is all the webhooks need
             return discord.Interaction(data=payload,  # type: ignore[arg-type]
                                        state=self.client._connection)
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             log.warning("discord: cannot answer interaction %s through its token (%s); "
                         "answering in the channel", interaction_id, e)
             return None
@@ -728,6 +793,11 @@ class DiscordAdapter:
             task.cancel()
         await self.client.close()
         if self._task is not None:
+            if not self._task.done():
+                # AutoShardedClient retries a shard that failed to connect forever, even
+                # after close(): a start that never came up must not hang stop()
+                await asyncio.wait({self._task}, timeout=1.0)
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         if self._session is not None:

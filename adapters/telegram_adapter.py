@@ -135,32 +135,62 @@ def _display_name(user: Any) -> str:
 
 
 class SendLimiter:
-    """Per-chat pacing: at most `per_minute` new messages in any 60 s window per group.
+    """Pacing of new messages: per group chat and for the whole bot.
 
-    Telegram rejects more than about 20 messages a minute in one group; waiting here (in the
+    Per chat: at most `per_minute` new messages in any 60 s window per group. Telegram
+    rejects more than about 20 messages a minute in one group; waiting here (in the
     sending coroutine only) spreads a burst instead of collecting 429s. A sliding window is
     used rather than a plain token bucket so that a burst never exceeds the limit either.
+    A chat is answered by one process at a time (one bot, or the cluster's channel lease),
+    so this count is exact across workers too.
+
+    Whole bot: about 30 messages a second over all chats (Telegram's bot FAQ). That limit
+    is the bot's, not the process's, so `[telegram] global_rate` is this process's share:
+    30 for one process, 30 / N for each of N workers. A token bucket holding one second's
+    worth lets a short burst out at once and then paces at the rate; 0 turns it off.
     """
 
-    def __init__(self, per_minute: int = GROUP_SENDS_PER_MINUTE, window: float = 60.0) -> None:
+    def __init__(self, per_minute: int = GROUP_SENDS_PER_MINUTE, window: float = 60.0,
+                 global_rate: float = 0.0) -> None:
         self.per_minute = per_minute
         self.window = window
+        self.global_rate = global_rate
         self._sent: dict[int, collections.deque[float]] = collections.defaultdict(
             collections.deque)
         self._locks: dict[int, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._capacity = max(1.0, global_rate)
+        self._tokens = self._capacity
+        self._stamp = time.monotonic()
+        self._global_lock = asyncio.Lock()
 
-    async def acquire(self, chat_id: int) -> None:
-        """Wait until one more message may go to this chat, then count it."""
-        async with self._locks[chat_id]:
-            stamps = self._sent[chat_id]
+    async def acquire(self, chat_id: int, *, group: bool = True) -> None:
+        """Wait until one more message may go to this chat, then count it (a private
+        chat, group=False, has no per-chat window; the bot-wide rate applies to all)."""
+        if group:
+            async with self._locks[chat_id]:
+                stamps = self._sent[chat_id]
+                while True:
+                    now = time.monotonic()
+                    while stamps and now - stamps[0] >= self.window:
+                        stamps.popleft()
+                    if len(stamps) < self.per_minute:
+                        stamps.append(now)
+                        break
+                    await asyncio.sleep(stamps[0] + self.window - now)
+        if self.global_rate > 0:
+            await self._take_global()
+
+    async def _take_global(self) -> None:
+        async with self._global_lock:
             while True:
                 now = time.monotonic()
-                while stamps and now - stamps[0] >= self.window:
-                    stamps.popleft()
-                if len(stamps) < self.per_minute:
-                    stamps.append(now)
+                self._tokens = min(self._capacity,
+                                   self._tokens + (now - self._stamp) * self.global_rate)
+                self._stamp = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
                     return
-                await asyncio.sleep(stamps[0] + self.window - now)
+                await asyncio.sleep((1.0 - self._tokens) / self.global_rate)
 
 
 @dataclass
@@ -203,10 +233,11 @@ class TelegramReplier(Replier):
 
     async def _call(self, fn: Callable[..., Awaitable[_T]], *, new_message: bool,
                     **kwargs: Any) -> _T:
-        """One Bot API call: group pacing, and 429 waits (this chat only) up to 3 retries."""
+        """One Bot API call: group and bot-wide pacing, and 429 waits (this chat only) up
+        to 3 retries."""
         for attempt in range(RETRIES + 1):
-            if new_message and not self.is_private:
-                await self.adapter.limiter.acquire(self.chat_id)
+            if new_message:
+                await self.adapter.limiter.acquire(self.chat_id, group=not self.is_private)
             try:
                 return await fn(**kwargs)
             except Forbidden as e:  # removed from the group, or blocked: permanent
@@ -486,7 +517,7 @@ class TelegramAdapter:
             .build()
         )
         self.app.add_handler(TypeHandler(Update, self._on_update))
-        self.limiter = SendLimiter()
+        self.limiter = SendLimiter(global_rate=config.telegram.global_rate)
         self.bot_id: int | None = None
         self.bot_username: str | None = None
         self._sink: Sink | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -181,6 +182,7 @@ class TelegramSection:
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 8443
     webhook_secret: str = ""
+    global_rate: float = 30.0  # new messages per second, this process's share; 0: off
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,8 @@ class DiscordSection:
     """Discord specifics (the token comes from the environment)."""
 
     sync_commands: bool = True
+    shard_count: int | str = 0  # 0: unsharded; "auto": Discord's recommendation
+    shard_ids: tuple[int, ...] = ()  # empty: every shard of shard_count
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +379,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return float(value)
     if hint is str and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
+    if isinstance(hint, types.UnionType):  # e.g. int | str: any arm, never a bool for int
+        if isinstance(value, bool) or not isinstance(value, hint):
+            kinds = " or ".join(_KIND.get(a, a.__name__) for a in get_args(hint))
+            raise ConfigError(f"config: {where} must be {kinds}")
+        return value
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"config: {where} must be {_KIND.get(hint, hint.__name__)}")
     return value
@@ -489,11 +498,29 @@ def _validate(config: Config) -> None:
     if not config.secrets.telegram_api_url.startswith(("http://", "https://")):
         raise ConfigError("TELEGRAM_API_URL must start with http:// or https://")
     _validate_webhook(config.telegram)
+    _validate_shards(config.discord)
     _validate_usage(config)
     _validate_tools(config)
     if config.cluster.poll_seconds > config.cluster.lease_seconds:
         raise ConfigError("config: cluster.poll_seconds must not be more than "
                           "cluster.lease_seconds (a dead worker's channels are found by it)")
+
+
+def _validate_shards(d: DiscordSection) -> None:
+    """Shard numbers as Discord's IDENTIFY takes them ([shard_id, num_shards])."""
+    count = d.shard_count
+    if isinstance(count, str) and count != "auto":
+        raise ConfigError(f'config: discord.shard_count must be 0, "auto" or a number of '
+                          f"shards (got {count!r})")
+    if d.shard_ids and not (isinstance(count, int) and count > 0):
+        raise ConfigError("config: discord.shard_ids needs a numeric discord.shard_count (the "
+                          "total over all processes)")
+    for i in d.shard_ids:
+        if not 0 <= i < int(count):
+            raise ConfigError(f"config: discord.shard_ids: {i} is not a shard of "
+                              f"shard_count = {count} (0 to {int(count) - 1})")
+    if len(set(d.shard_ids)) != len(d.shard_ids):
+        raise ConfigError("config: discord.shard_ids lists a shard twice")
 
 
 WEBHOOK_PORTS = (443, 80, 88, 8443)  # the only ports Telegram calls (setWebhook docs)

@@ -381,6 +381,31 @@ async def test_429_then_success(bot: Any, fake: FakeDiscord) -> None:
     assert fake.messages(fake.channel_id)[-1].content == "after the rate limit"
 
 
+@pytest.mark.parametrize("scope", ["user", "shared", "global"])
+async def test_429_of_every_scope_is_waited_out(bot: Any, fake: FakeDiscord, scope: str) -> None:
+    """discord.py reads the 429 (a global one locks every route of the process) and
+    retries; the reply arrives once. The fake answers as Discord's rate-limit docs show."""
+    _, sink = bot
+    fake.user_message(fake.channel_id, ALICE, "hi", mention_bot=True)
+    _, replier = await next_inbound(fake, sink)
+    url = f"{fake.api_base}/channels/{fake.channel_id}/messages"
+    fake.fail_next("POST", "/channels/*/messages", retry_after=0.25, scope=scope)
+    async with aiohttp.ClientSession() as http, http.post(
+            url, json={"content": "x"}, headers={"Authorization": f"Bot {fake.token}"}) as resp:
+        body, headers = await resp.json(), resp.headers
+    assert resp.status == 429 and body["retry_after"] == 0.25
+    assert body["global"] is (scope == "global") and headers["Retry-After"] == "1"
+    assert headers["X-RateLimit-Scope"] == scope
+    assert ("X-RateLimit-Global" in headers) is (scope == "global")
+    assert ("X-RateLimit-Bucket" in headers) is (scope != "global")
+    fake.fail_next("POST", "/channels/*/messages", retry_after=0.25, scope=scope)
+    await replier.send("after the rate limit")
+    posts = [c for c in fake.calls if c.method == "POST" and c.path.endswith("/messages")]
+    assert [c.status for c in posts] == [429, 429, 200]
+    assert posts[2].time - posts[1].time >= 0.25
+    assert [m.content for m in fake.messages(fake.channel_id)] == ["after the rate limit"]
+
+
 async def test_typing_and_images_in_one_message(bot: Any, fake: FakeDiscord) -> None:
     _, sink = bot
     fake.user_message(fake.channel_id, ALICE, "draw", mention_bot=True)
@@ -796,9 +821,283 @@ async def test_send_only_worker_answers_an_unacknowledged_slash_command(
     assert [m.content for m in fake.messages(fake.channel_id)] == ["what I can do"]
 
 
+async def test_send_only_worker_answers_an_expired_interaction_in_its_channel(
+        bot: Any, fake: FakeDiscord) -> None:
+    """Nobody acknowledged the slash command in time (Discord: 10062 Unknown interaction):
+    the worker's answer goes to the thread the command was run in, typing included."""
+    from bot.journal import dump_inbound, load_inbound, replier_for
+
+    ingress, sink = bot
+    fake.slash("help", {}, channel_id=fake.thread_id, user_id=ALICE)
+    command, _ = await next_inbound(fake, sink)
+    fake.interaction_deadline = 0.0  # the 3 s are over
+    worker = DiscordAdapter(ingress.config)
+    await worker.start(RecordingSink(ingress.config), receive=False)
+    try:
+        answer = replier_for(worker, load_inbound(dump_inbound(command), worker))
+        await answer.defer()
+        await answer.start_action("typing")
+        sent = await answer.send("what I can do")
+        await answer.edit(sent, "what I can do, edited")
+    finally:
+        await worker.stop()
+    assert [m.content for m in fake.messages(fake.thread_id)] == ["what I can do, edited"]
+    assert not fake.messages(fake.thread_id)[0].via_interaction
+    assert fake.typing(fake.thread_id) == 1
+
+
 async def test_send_only_rejected_token_is_a_startup_error(fake: FakeDiscord) -> None:
     config = load_config(None, env={"OPENAI_API_KEY": "x", "DISCORD_BOT_TOKEN": "wrong"})
     adapter = DiscordAdapter(config)
     with pytest.raises(StartupError) as err:
         await adapter.start(RecordingSink(config), receive=False)
     assert err.value.exit_code == 2
+
+
+# --------------------------------------------------------------------------- shards
+
+
+INTENTS = (1 << 0) | (1 << 9) | (1 << 12) | (1 << 15)
+
+
+async def test_fake_gateway_shards_like_discord(fake: FakeDiscord) -> None:
+    """IDENTIFY's shard array: out of range is closed with 4010; READY lists the shard's
+    guilds only and echoes the shard; guild events go to the guild's shard, DMs to 0."""
+    import json
+
+    other, other_channel = fake.add_guild(shard=(0, 2))
+    assert fake.shard_of(other, 2) == 0 and fake.shard_of(fake.guild_id, 2) == 1
+    async with aiohttp.ClientSession() as http:
+        url = fake.gateway_url + "/?v=10&encoding=json"
+        for bad in ([2, 2], [0, 0], [-1, 2], [0], "0,2", [True, 2]):
+            async with http.ws_connect(url) as ws:
+                await ws.receive()
+                await ws.send_str(json.dumps({"op": 2, "d": {
+                    "token": fake.token, "intents": INTENTS, "properties": {}, "shard": bad}}))
+                msg = await asyncio.wait_for(ws.receive(), 5)
+                assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4010, bad
+
+        async def identify(ws: aiohttp.ClientWebSocketResponse, shard: list[int]
+                           ) -> list[dict[str, Any]]:
+            await ws.receive()  # HELLO
+            await ws.send_str(json.dumps({"op": 2, "d": {
+                "token": fake.token, "intents": INTENTS, "properties": {}, "shard": shard}}))
+            return [json.loads((await asyncio.wait_for(ws.receive(), 5)).data)
+                    for _ in range(2)]
+
+        async with http.ws_connect(url) as ws0, http.ws_connect(url) as ws1:
+            ready0, guild0 = await identify(ws0, [0, 2])
+            ready1, guild1 = await identify(ws1, [1, 2])
+            assert ready0["d"]["shard"] == [0, 2] and ready1["d"]["shard"] == [1, 2]
+            assert [g["id"] for g in ready0["d"]["guilds"]] == [str(other)]
+            assert [g["id"] for g in ready1["d"]["guilds"]] == [str(fake.guild_id)]
+            assert (guild0["d"]["id"], guild1["d"]["id"]) == (str(other), str(fake.guild_id))
+            fake.user_message(other_channel, ALICE, "to shard 0")
+            fake.user_message(fake.channel_id, ALICE, "to shard 1")
+            fake.user_message(0, ALICE, "a DM", dm=True)
+
+            async def texts(ws: aiohttp.ClientWebSocketResponse, n: int) -> list[str]:
+                return [json.loads((await asyncio.wait_for(ws.receive(), 5)).data)["d"][
+                    "content"] for _ in range(n)]
+
+            assert await texts(ws0, 2) == ["to shard 0", "a DM"]
+            assert await texts(ws1, 1) == ["to shard 1"]
+    info = await _get_gateway_bot(fake)
+    assert info["shards"] == 1 and info["session_start_limit"]["max_concurrency"] == 1
+    assert info["session_start_limit"]["remaining"] == 998  # two sessions started
+
+
+async def _get_gateway_bot(fake: FakeDiscord) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(
+            fake.api_base + "/gateway/bot",
+            headers={"Authorization": f"Bot {fake.token}"}) as resp:
+        return await resp.json()  # type: ignore[no-any-return]
+
+
+def _sharded_config(fake: FakeDiscord, tmp_path: Any, name: str, text: str) -> Config:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f"[discord]\n{text}\n")
+    return load_config(path, env={"OPENAI_API_KEY": "x", "DISCORD_BOT_TOKEN": fake.token})
+
+
+def _echo(sink: RecordingSink) -> None:
+    async def handler(inbound: Inbound, replier: Replier) -> None:
+        await replier.send(f"echo: {inbound.text}")
+
+    sink.handler = handler
+
+
+async def test_two_ingress_processes_split_the_shards(fake: FakeDiscord, tmp_path: Any) -> None:
+    """shard_ids [0] and [1] of shard_count 2: between them every guild message arrives
+    exactly once, DMs on shard 0, and each answers what it received."""
+    fake.max_concurrency = 2  # both may identify at once (a bot with bucketed identify)
+    guilds = [fake.add_guild(shard=(i % 2, 2), name=f"g{i}") for i in range(4)]
+    channels = [c for _, c in guilds] + [fake.channel_id]
+    adapters, sinks = [], []
+    try:
+        for shard in (0, 1):
+            config = _sharded_config(fake, tmp_path, f"s{shard}",
+                                     f"shard_count = 2\nshard_ids = [{shard}]")
+            adapter = DiscordAdapter(config, guild_ready_timeout=0.05)
+            sink = RecordingSink(config)
+            _echo(sink)
+            await adapter.start(sink)
+            adapters.append(adapter)
+            sinks.append(sink)
+        assert [sorted(a.client.shards) for a in adapters] == [[0], [1]]
+        assert sorted(s for _, s in fake.identifies) == [(0, 2), (1, 2)]
+        sent = []
+        for n, channel in enumerate(channels * 2):
+            sent.append(fake.user_message(channel, ALICE, f"m{n}", mention_bot=True)["id"])
+        fake.user_message(0, ALICE, "dm", dm=True)
+        await fake.wait_until(lambda: sum(len(s.got) for s in sinks) >= len(sent) + 1)
+        for sink in sinks:
+            await asyncio.gather(*sink.tasks)
+        got = [[i.id for i, _ in s.got] for s in sinks]
+        assert sorted(got[0] + got[1]) == sorted([*sent, got[0][-1]])  # each exactly once
+        for shard, sink in enumerate(sinks):
+            for inbound, _ in sink.got:
+                guild = fake._channels[int(inbound.channel.chat_id)].get("guild_id")
+                assert (fake.shard_of(int(guild), 2) if guild else 0) == shard
+        assert sinks[0].got[-1][0].is_private  # the DM: shard 0
+        for channel in channels:  # every message answered once, by the shard that got it
+            replies = [m.content for m in fake.messages(channel)]
+            assert sorted(replies) == sorted(
+                f"echo: {m['content'].split('> ', 1)[1]}"
+                for m in fake._messages.values()
+                if int(m["channel_id"]) == channel and m["author"]["id"] == str(ALICE))
+        # commands are global: only the process with shard 0 registered them
+        assert len([c for c in fake.calls if c.method == "PUT"
+                    and c.path.endswith("/commands")]) == 1
+    finally:
+        for adapter in adapters:
+            await adapter.stop()
+
+
+async def test_one_process_runs_every_shard(fake: FakeDiscord, tmp_path: Any) -> None:
+    """shard_count 2 and no shard_ids: AutoShardedClient opens both shards itself."""
+    fake.max_concurrency = 2
+    other, other_channel = fake.add_guild(shard=(0, 2))
+    config = _sharded_config(fake, tmp_path, "all", "shard_count = 2")
+    adapter = DiscordAdapter(config, guild_ready_timeout=0.05)
+    sink = RecordingSink(config)
+    _echo(sink)
+    await adapter.start(sink)
+    try:
+        assert isinstance(adapter.client, discord.AutoShardedClient)
+        assert sorted(adapter.client.shards) == [0, 1] and adapter.connected
+        assert {g.id for g in adapter.client.guilds} == {other, fake.guild_id}
+        fake.user_message(other_channel, ALICE, "a", mention_bot=True)
+        fake.user_message(fake.channel_id, ALICE, "b", mention_bot=True)
+        await fake.wait_until(lambda: len(sink.got) == 2)
+        await asyncio.gather(*sink.tasks)
+        assert [m.content for m in fake.messages(other_channel)] == ["echo: a"]
+        assert [m.content for m in fake.messages(fake.channel_id)] == ["echo: b"]
+    finally:
+        await adapter.stop()
+
+
+async def test_auto_shard_count_follows_discord_s_recommendation(
+        fake: FakeDiscord, tmp_path: Any) -> None:
+    fake.recommended_shards = 2
+    fake.max_concurrency = 2
+    config = _sharded_config(fake, tmp_path, "auto", 'shard_count = "auto"')
+    adapter = DiscordAdapter(config, guild_ready_timeout=0.05)
+    await adapter.start(RecordingSink(config))
+    try:
+        assert adapter.client.shard_count == 2 and sorted(adapter.client.shards) == [0, 1]
+        assert any(c.path == "/gateway/bot" for c in fake.calls)
+    finally:
+        await adapter.stop()
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ('shard_count = "many"', 'discord.shard_count must be 0, "auto"'),
+    ("shard_count = 2\nshard_ids = [2]", "discord.shard_ids: 2 is not a shard"),
+    ("shard_ids = [0]", "discord.shard_ids needs a numeric discord.shard_count"),
+    ('shard_count = "auto"\nshard_ids = [0]', "discord.shard_ids needs a numeric"),
+    ("shard_count = 2\nshard_ids = [1, 1]", "discord.shard_ids lists a shard twice"),
+    ("shard_count = -1", "discord.shard_count must not be negative"),
+    ("shard_count = true", "discord.shard_count must be a whole number or a string"),
+])
+def test_shard_config_is_validated(tmp_path: Any, text: str, error: str) -> None:
+    from bot.config import ConfigError
+
+    path = tmp_path / "config.toml"
+    path.write_text(f"[discord]\n{text}\n")
+    with pytest.raises(ConfigError, match=error.replace("(", r"\(")):
+        load_config(path, env={"OPENAI_API_KEY": "x"})
+
+
+async def test_two_sharded_bots_each_answer_their_guilds(
+        fake: FakeDiscord, openai_fake: Any, tmp_path: Any) -> None:
+    """Two whole bots (router, handlers, the model) as ingress processes with shard_ids
+    [0] and [1] of 2: every guild message reaches exactly one and is answered once."""
+    from tests.harness import wait_for
+    from tests.harness_platforms import DiscordDriver
+
+    fake.max_concurrency = 2
+    _, other_channel = fake.add_guild(shard=(0, 2))
+    drivers = []
+    for shard in (0, 1):
+        (tmp_path / f"bot{shard}").mkdir()
+        drivers.append(DiscordDriver(openai_fake, tmp_path / f"bot{shard}" / "bot.sqlite3",
+                                     fake, f"[discord]\nshard_count = 2\nshard_ids = [{shard}]"))
+    try:
+        for driver in drivers:
+            await driver.start()
+        for n in range(3):
+            fake.user_message(other_channel, ALICE, f"zero {n}", mention_bot=True)
+            fake.user_message(fake.channel_id, ALICE, f"one {n}", mention_bot=True)
+        await wait_for(lambda: len(fake.messages(other_channel)) == 3
+                       and len(fake.messages(fake.channel_id)) == 3, 10, "six answers")
+        for driver in drivers:
+            assert driver.app is not None
+            await driver.app.router.wait_idle(5)
+        assert [d.received for d in drivers] == [3, 3]
+        assert sorted(m.content for m in fake.messages(other_channel)) == [
+            f"echo: alice: zero {n}" for n in range(3)]
+        assert sorted(m.content for m in fake.messages(fake.channel_id)) == [
+            f"echo: alice: one {n}" for n in range(3)]
+    finally:
+        for driver in reversed(drivers):
+            await driver.stop()
+            driver.close_redirect()
+
+
+async def test_a_slash_command_cut_by_a_restart_is_answered_in_its_interaction(
+        openai_fake: Any, tmp_path: Any) -> None:
+    """The journal stores the interaction's token (Inbound.reply_via): after a restart the
+    slash command's answer fills its "thinking…" response instead of going to the
+    channel (the same path a worker process answers through)."""
+    from tests.conftest import make_driver
+    from tests.harness import ALICE as USER
+    from tests.harness import wait_for
+
+    driver, discord_fake = await make_driver("discord", openai_fake, tmp_path)
+    try:
+        await driver.start()
+        openai_fake.hang_next(path="/audio/speech")
+        await driver.send_text("/say hello there")
+        await openai_fake.wait_until(lambda: bool(openai_fake.requests_to("/audio/speech")), 10)
+        iid = max(discord_fake._interactions)
+        await discord_fake.wait_until(lambda: bool(discord_fake.interaction_responses(iid)))
+        assert driver.app is not None
+
+        async def impatient(timeout: float = 30.0, close: Any = driver.app.router.close) -> None:
+            await close(0.2)
+
+        driver.app.router.close = impatient  # type: ignore[method-assign]
+        await driver.stop()
+        await driver.start()
+        await wait_for(lambda: len(discord_fake.interaction_responses(iid)) >= 2, 20,
+                       "the answer after the restart")
+        kinds = [r["kind"] for r in discord_fake.interaction_responses(iid)]
+        assert kinds == ["callback", "followup"]  # the deferred response, filled
+        (reply,) = driver.replies(user=USER)
+        assert reply.kind == "voice" and reply.files
+        assert discord_fake.messages(driver.channel(False, False, USER))[0].via_interaction
+    finally:
+        await driver.stop()
+        driver.close_redirect()  # type: ignore[attr-defined]
+        await discord_fake.stop()

@@ -367,6 +367,34 @@ async def test_send_limiter_spreads_a_burst() -> None:
     assert loop.time() - other < 0.1
 
 
+async def test_send_limiter_paces_the_whole_bot_at_its_share() -> None:
+    """[telegram] global_rate: one second's worth goes at once, then the rate holds over
+    every chat, private ones included (each worker of N gets 30 / N)."""
+    limiter = SendLimiter(global_rate=4)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for chat in range(4):  # the bucket's one second's worth
+        await limiter.acquire(USER + chat, group=False)
+    assert loop.time() - start < 0.2
+    for chat in range(2):  # then 4 per second, whatever the chat
+        await limiter.acquire(GROUP - chat)
+    assert loop.time() - start >= 0.49
+    assert SendLimiter().global_rate == 0  # off unless configured
+
+
+async def test_global_rate_comes_from_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[telegram]\nglobal_rate = 7.5\n")
+    env = {"OPENAI_API_KEY": "x", "TELEGRAM_BOT_TOKEN": "1:x"}
+    for config, rate in ((load_config(cfg, env=env), 7.5), (load_config(None, env=env), 30)):
+        adapter = TelegramAdapter(config)
+        assert adapter.limiter.global_rate == rate
+        await adapter.stop()
+    cfg.write_text("[telegram]\nglobal_rate = -1\n")
+    with pytest.raises(Exception, match=r"telegram\.global_rate must not be negative"):
+        load_config(cfg, env=env)
+
+
 async def test_files(fake: FakeTelegram, bot: Running) -> None:
     _, sink = bot
     fake.user_message(USER, USER, "hi")
@@ -551,9 +579,16 @@ async def test_send_only_worker_answers_a_journal_restored_message(
     stored = dump_inbound(received)
     await ingress.stop()
 
+    # the same config.toml as a webhook ingress: the worker must leave the webhook alone
+    from tests.harness_platforms import with_webhook
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(with_webhook("", 8443))
+    worker_config = load_config(cfg, env=env)
+    assert worker_config.telegram.webhook_url
     before = len(fake.calls)
-    worker = TelegramAdapter(config)
-    await worker.start(RecordingSink(config), receive=False)
+    worker = TelegramAdapter(worker_config)
+    await worker.start(RecordingSink(worker_config), receive=False)
     try:
         assert worker.connected and not worker.receiving
         inbound = load_inbound(stored, worker)

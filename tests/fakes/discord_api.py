@@ -5,7 +5,10 @@ JSON shapes, error bodies and codes (50035 Invalid Form Body, 50006 empty messag
 10008 Unknown Message, 10062 Unknown interaction, 40060 already acknowledged...),
 the 2000-character limit, the 3-second interaction deadline, rate-limit headers and
 429 bodies, and the gateway handshake (HELLO, IDENTIFY, READY, GUILD_CREATE, heartbeats,
-RESUME, zlib-stream transport compression).
+RESUME, zlib-stream transport compression) and sharding: IDENTIFY's `shard`
+[shard_id, num_shards] (close 4010 Invalid shard when out of range), READY listing only
+the shard's guilds, guild events only to the shard `(guild_id >> 22) % num_shards`, DMs
+only to shard 0, and GET /gateway/bot's recommended `shards` and `session_start_limit`.
 
 Tests redirect discord.py with ``with fake.redirect_discord_py(): ...``, which sets two
 class attributes and restores them afterwards:
@@ -123,6 +126,7 @@ class _FailRule:
     retry_after: float
     times: int
     body: dict[str, Any] | None
+    scope: str = "user"
 
 
 @dataclass
@@ -144,6 +148,7 @@ class _Interaction:
 class _Session:
     session_id: str
     intents: int
+    shard: tuple[int, int] | None = None  # (shard_id, num_shards) from IDENTIFY
     seq: int = 0
     buffer: list[dict[str, Any]] = field(default_factory=list)
     conn: _Conn | None = None
@@ -216,6 +221,8 @@ class FakeDiscord:
         rate_limit: tuple[int, float] = (50, 1.0),
         required_intents: int = REQUIRED_INTENTS,
         heartbeat_interval: int = 41250,
+        recommended_shards: int = 1,
+        max_concurrency: int = 1,
     ) -> None:
         self.token = token
         self.bot_id = bot_id
@@ -226,6 +233,12 @@ class FakeDiscord:
         self.rate_limit = rate_limit
         self.required_intents = required_intents
         self.heartbeat_interval = heartbeat_interval
+        # GET /gateway/bot: the shard count Discord recommends, and how many shards may
+        # IDENTIFY at once (session_start_limit.max_concurrency; 1 for most bots)
+        self.recommended_shards = recommended_shards
+        self.max_concurrency = max_concurrency
+        self.identifies: list[tuple[float, tuple[int, int] | None]] = []
+        self._guilds: dict[int, str] = {guild_id: "Test Guild"}
         self._last_snowflake = 0
         self.bot_user: dict[str, Any] = {
             "id": str(bot_id),
@@ -401,6 +414,31 @@ class FakeDiscord:
             }
         return self._dms[user_id]
 
+    def add_guild(self, *, shard: tuple[int, int] | None = None,
+                  name: str = "Another Guild") -> tuple[int, int]:
+        """The bot joins another guild with one text channel: (guild id, channel id).
+
+        shard=(shard_id, num_shards) picks an id that lands on that shard. Connected
+        sessions on its shard get GUILD_CREATE, as when a bot is added to a server.
+        """
+        gid = self._snowflake()
+        if shard is not None:
+            while (gid >> 22) % shard[1] != shard[0]:
+                gid = self._snowflake() + (1 << 22)
+                self._last_snowflake = gid
+        cid = self._snowflake()
+        self._guilds[gid] = name
+        self._channels[cid] = {
+            **self._channels[self.channel_id], "id": str(cid), "guild_id": str(gid),
+            "last_message_id": None}
+        self._dispatch("GUILD_CREATE", self._guild_payload(gid), channel=None, guild=gid)
+        return gid, cid
+
+    @staticmethod
+    def shard_of(guild_id: int, num_shards: int) -> int:
+        """The shard a guild's events go to (Discord's formula)."""
+        return (guild_id >> 22) % num_shards
+
     def disallow_voice(self, channel_id: int) -> None:
         """Make voice messages fail in a channel (code 50173), to test fallbacks."""
         self._voice_disallowed.add(channel_id)
@@ -414,14 +452,19 @@ class FakeDiscord:
         retry_after: float = 0.5,
         times: int = 1,
         body: dict[str, Any] | None = None,
+        scope: str = "user",
     ) -> None:
         """Answer the next `times` matching requests with an error (429 like Discord by default).
 
         path_pattern is an fnmatch glob on the path relative to /api/v10, without the
-        query, e.g. "/channels/*/messages".
+        query, e.g. "/channels/*/messages". A 429's scope is "user" (the route's bucket),
+        "shared" (the resource's) or "global" (every request of the bot: no bucket
+        headers, X-RateLimit-Global: true and "global": true in the body).
         """
+        if scope not in ("user", "shared", "global"):
+            raise ValueError("scope is user, shared or global (X-RateLimit-Scope)")
         self._fail_rules.append(
-            _FailRule(method.upper(), path_pattern, status, retry_after, times, body)
+            _FailRule(method.upper(), path_pattern, status, retry_after, times, body, scope)
         )
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -640,7 +683,8 @@ class FakeDiscord:
         inter = _Interaction(iid, token, time.monotonic(), channel_id, name, user)
         self._interactions[iid] = inter
         self._interactions_by_token[token] = inter
-        self._dispatch("INTERACTION_CREATE", payload, channel=None)
+        self._dispatch("INTERACTION_CREATE", payload, channel=None,
+                       guild=int(guild) if guild else None)
         return payload
 
     @staticmethod
@@ -753,10 +797,25 @@ class FakeDiscord:
         with contextlib.suppress(RuntimeError):
             asyncio.get_running_loop().create_task(wake())
 
+    @staticmethod
+    def _on_shard(session: _Session, guild_id: int | None) -> bool:
+        """Whether a session receives an event of this guild (None: a DM or no guild)."""
+        if session.shard is None:
+            return True
+        shard_id, num_shards = session.shard
+        if guild_id is None:
+            return shard_id == 0  # DMs go to shard 0 only
+        return (guild_id >> 22) % num_shards == shard_id
+
     def _dispatch(
-        self, event: str, data: dict[str, Any], *, channel: dict[str, Any] | None
+        self, event: str, data: dict[str, Any], *, channel: dict[str, Any] | None,
+        guild: int | None = None,
     ) -> None:
+        if guild is None and channel is not None and channel.get("guild_id"):
+            guild = int(channel["guild_id"])
         for session in self._sessions.values():
+            if not self._on_shard(session, guild):
+                continue
             payload_data = data
             if event.startswith("MESSAGE_") and channel is not None:
                 dm = channel.get("type") in (1, 3)
@@ -927,6 +986,14 @@ class FakeDiscord:
         }
         return self._json(429, payload, headers)
 
+    def _limited_global(self, retry_after: float, body: dict[str, Any] | None) -> web.Response:
+        """The global limit's 429: Discord sends no bucket headers with it."""
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after))),
+                   "X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"}
+        payload = body or {"message": "You are being rate limited.",
+                           "retry_after": retry_after, "global": True}
+        return self._json(429, payload, headers)
+
     async def _api(self, request: web.Request, path: str) -> web.StreamResponse:
         method = request.method
         route = None
@@ -958,8 +1025,10 @@ class FakeDiscord:
                 and fnmatch.fnmatchcase(path, rule.pattern)
             ):
                 rule.times -= 1
-                if rule.status == 429:
-                    resp = self._limited(headers, rule.retry_after, "user", rule.body)
+                if rule.status == 429 and rule.scope == "global":
+                    resp = self._limited_global(rule.retry_after, rule.body)
+                elif rule.status == 429:
+                    resp = self._limited(headers, rule.retry_after, rule.scope, rule.body)
                 else:
                     resp = self._json(
                         rule.status,
@@ -1060,12 +1129,12 @@ class FakeDiscord:
             200,
             {
                 **self._gateway_info(),
-                "shards": 1,
+                "shards": self.recommended_shards,
                 "session_start_limit": {
                     "total": 1000,
-                    "remaining": 999,
+                    "remaining": 1000 - len(self.identifies),
                     "reset_after": 14400000,
-                    "max_concurrency": 1,
+                    "max_concurrency": self.max_concurrency,
                 },
             },
             None,
@@ -2042,7 +2111,17 @@ class FakeDiscord:
             if intents & self.required_intents != self.required_intents:
                 await self._close(conn, 4014, "Disallowed intent(s).")
                 return False
-            session = _Session(secrets.token_hex(16), intents, conn=conn)
+            shard = data.get("shard")
+            if shard is not None:
+                if (not isinstance(shard, list) or len(shard) != 2
+                        or not all(isinstance(x, int) and not isinstance(x, bool)
+                                   for x in shard)
+                        or not 0 <= shard[0] < shard[1]):
+                    await self._close(conn, 4010, "Invalid shard.")
+                    return False
+                shard = (shard[0], shard[1])
+            self.identifies.append((time.monotonic(), shard))
+            session = _Session(secrets.token_hex(16), intents, shard=shard, conn=conn)
             self._sessions[session.session_id] = session
             conn.session = session
             self._send_ready(session)
@@ -2083,27 +2162,28 @@ class FakeDiscord:
             assert session.conn is not None
             session.conn.queue.put_nowait(frame)
 
-        send(
-            "READY",
-            {
-                "v": 10,
-                "user": dict(self.bot_user),
-                "guilds": [{"id": str(self.guild_id), "unavailable": True}],
-                "session_id": session.session_id,
-                "session_type": "normal",
-                "resume_gateway_url": self.gateway_url,
-                "private_channels": [],
-                "relationships": [],
-                "presences": [],
-                "shard": [0, 1],
-                "application": {"id": str(self.application_id), "flags": (1 << 19) | (1 << 15)},
-                "_trace": ['["fake-gateway",{"micros":0}]'],
-            },
-        )
-        send("GUILD_CREATE", self._guild_payload())
+        guilds = [g for g in self._guilds if self._on_shard(session, g)]
+        ready: dict[str, Any] = {
+            "v": 10,
+            "user": dict(self.bot_user),
+            "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
+            "session_id": session.session_id,
+            "session_type": "normal",
+            "resume_gateway_url": self.gateway_url,
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "application": {"id": str(self.application_id), "flags": (1 << 19) | (1 << 15)},
+            "_trace": ['["fake-gateway",{"micros":0}]'],
+        }
+        if session.shard is not None:  # present when IDENTIFY sent one
+            ready["shard"] = list(session.shard)
+        send("READY", ready)
+        for g in guilds:
+            send("GUILD_CREATE", self._guild_payload(g))
 
-    def _guild_payload(self) -> dict[str, Any]:
-        gid = str(self.guild_id)
+    def _guild_payload(self, guild_id: int | None = None) -> dict[str, Any]:
+        gid = str(self.guild_id if guild_id is None else guild_id)
         channels = [
             {k: v for k, v in c.items() if k != "guild_id"}
             for c in self._channels.values()
@@ -2114,7 +2194,7 @@ class FakeDiscord:
         ]
         return {
             "id": gid,
-            "name": "Test Guild",
+            "name": self._guilds.get(int(gid), "Test Guild"),
             "icon": None,
             "splash": None,
             "discovery_splash": None,
@@ -2148,7 +2228,7 @@ class FakeDiscord:
             "features": [],
             "mfa_level": 0,
             "application_id": None,
-            "system_channel_id": str(self.channel_id),
+            "system_channel_id": channels[0]["id"] if channels else None,
             "system_channel_flags": 0,
             "rules_channel_id": None,
             "max_members": 500000,
