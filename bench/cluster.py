@@ -206,12 +206,15 @@ async def budgets(rows: int = 100_000, checks: int = 2_000) -> None:
                 b.shared = shared
                 callers = [Caller(platform="telegram", user_id=str(u), channel=f"telegram:-{u}",
                                   chat=f"telegram:-{u % 200}", private=False)
-                           for u in range(checks)]
-                for c in callers[:50]:  # warm: connections, the first read of each slot
+                           for u in range(200)]
+                for c in callers:  # warm: connections, the first read of each slot
                     b.release(await b.admit(c, 0.001, now))
+                    c.admitted = False
                 t0 = time.perf_counter()
-                for c in callers:
+                for i in range(checks):
+                    c = callers[i % len(callers)]
                     b.release(await b.admit(c, 0.001, now))
+                    c.admitted = False
                 per = (time.perf_counter() - t0) / checks * 1000
                 what = ("shared (read from PostgreSQL per check)" if shared
                         else "per process (sums in memory)")
