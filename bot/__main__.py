@@ -133,8 +133,12 @@ async def run(config: Config, *, console: bool) -> int:
     adapters = choose_adapters(config, console=console)
     from bot.doctor import database_access_error, explain_database_error
 
-    problem = None if config.postgres else database_access_error(config.database_path)
-    if problem is not None:  # before the console's log file is opened beside the database
+    # before the console's log file is opened (a start-up error stays one line on stderr)
+    if config.postgres:
+        from bot.store_pg import PgStore
+
+        await PgStore(config.database_url).ping()
+    elif (problem := database_access_error(config.database_path)) is not None:
         raise StartupError(explain_database_error(config.database_path, problem), 2)
     if any(a.name == "console" for a in adapters):
         from adapters.console import console_logging
@@ -322,6 +326,7 @@ ENVIRONMENT = (
     ("OPENAI_BASE_URL", "an OpenAI-compatible server, e.g. http://localhost:11434/v1"),
     ("TELEGRAM_BOT_TOKEN", "starts the Telegram adapter (token from @BotFather)"),
     ("TELEGRAM_API_URL", "root of a self-hosted Bot API server"),
+    ("TELEGRAM_WEBHOOK_SECRET", "[telegram] webhook_secret, kept out of config.toml"),
     ("DISCORD_BOT_TOKEN", "starts the Discord adapter"),
     ("BOT_CONFIG", "path of config.toml (like --config)"),
     ("BOT_DATABASE", "SQLite database file (overrides [storage] path)"),
@@ -358,7 +363,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     env_lines = "\n".join(f"  {name:<19} {text}" for name, text in ENVIRONMENT)
     epilog = (
         f"commands:\n  (none)   run the bot\n  init     write a commented config.toml and "
-        f".env.example here\n  doctor   check everything the bot needs, one line each\n\n"
+        f".env.example here\n  doctor   check everything the bot needs, one line each\n"
+        f"  migrate  copy a SQLite database into PostgreSQL\n\n"
         f"environment (also read from ./.env; the real environment wins):\n{env_lines}\n\n"
         f"config file: {shown} ({origin}; {state})\n\n"
         "exit codes: 0 stopped cleanly, 1 runtime failure (e.g. a platform unreachable),\n"
@@ -376,7 +382,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="several processes on one PostgreSQL database: ingress receives "
                              "and queues, workers answer (default: one process does both)")
     parser.add_argument("--version", action="version", version=f"gptbot {version()}")
-    sub = parser.add_subparsers(dest="command", metavar="{init,doctor}")
+    sub = parser.add_subparsers(dest="command", metavar="{init,doctor,migrate}")
     init = sub.add_parser("init", help="write a commented config.toml and .env.example here")
     init.add_argument("--dir", default=".", help="where to write them (default: here)")
     doctor = sub.add_parser("doctor", help="check config, database, tokens, AI server, tools")
@@ -385,6 +391,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     doctor.add_argument("--live", action="store_true",
                         help="only: is a running bot alive with its platforms connected "
                              "(reads its health file; for HEALTHCHECK)")
+    migrate = sub.add_parser(
+        "migrate", help="copy a SQLite database into PostgreSQL (stop the bot first)")
+    migrate.add_argument("--from", dest="source", required=True, metavar="SQLITE",
+                         help="sqlite:///path/bot.sqlite3 or a path")
+    migrate.add_argument("--to", dest="target", required=True, metavar="POSTGRES_URL",
+                         help="postgresql://user:password@host/database (empty)")
+    migrate.add_argument("--replace", action="store_true",
+                         help="empty the target's bot tables first instead of refusing")
     return parser
 
 
@@ -405,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.doctor import init_files
 
         return init_files(Path(args.dir))
+    if args.command == "migrate":
+        from bot.migrate import migrate_main
+
+        return migrate_main(args.source, args.target, replace=args.replace)
     path, required, _ = config_location(args.config)
     if args.command == "doctor":
         from bot.doctor import doctor_main

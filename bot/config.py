@@ -462,6 +462,12 @@ def load_config(
         health_file=environ.get("BOT_HEALTH_FILE", "").strip(),
     )
     config = Config(**sections, secrets=secrets)
+    webhook_secret = environ.get("TELEGRAM_WEBHOOK_SECRET", "").strip()
+    if webhook_secret:  # a secret belongs in the environment; it wins over the file
+        if not _SECRET_TOKEN.fullmatch(webhook_secret):
+            raise ConfigError("TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of "
+                              "A-Z a-z 0-9 _ -")
+        object.__setattr__(config.telegram, "webhook_secret", webhook_secret)
     _validate(config)
     return config
 
@@ -550,8 +556,9 @@ def _validate_webhook(tg: TelegramSection) -> None:
         raise ConfigError("config: telegram.webhook_url may only use port 443, 80, 88 or "
                           "8443 (Telegram's rule); the proxy forwards to webhook_port")
     if not tg.webhook_secret:
-        raise ConfigError("config: telegram.webhook_secret is required with "
-                          "telegram.webhook_url (1-256 characters of A-Z a-z 0-9 _ -)")
+        raise ConfigError("config: telegram.webhook_secret (or the environment variable "
+                          "TELEGRAM_WEBHOOK_SECRET) is required with telegram.webhook_url "
+                          "(1-256 characters of A-Z a-z 0-9 _ -)")
 
 
 def _validate_usage(config: Config) -> None:

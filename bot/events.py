@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -80,16 +81,23 @@ class Attachment:
     async def read(self) -> bytes:
         """Download the file, refusing anything over the size limit before and after."""
         if self.size is not None and self.size > self.max_size:
-            raise UserError(
-                f"That file is too large ({self.size // (1024 * 1024)} MB; "
-                f"the limit is {self.max_size // (1024 * 1024)} MB)."
-            )
+            raise UserError(f"That file is too large ({file_size(self.size, up=True)}; "
+                            f"the limit is {file_size(self.max_size)}).")
         data = await self.reader()
         if len(data) > self.max_size:
-            raise UserError(
-                f"That file is too large (the limit is {self.max_size // (1024 * 1024)} MB)."
-            )
+            raise UserError(f"That file is too large ({file_size(len(data), up=True)}; "
+                            f"the limit is {file_size(self.max_size)}).")
         return data
+
+
+def file_size(n: int, *, up: bool = False) -> str:
+    """Bytes for a refusal, to a tenth of a MB; `up` rounds up, so a file just over a limit
+    never reads as the limit itself ("1 MB; the limit is 1 MB")."""
+    tenths = n * 10 / (1024 * 1024)
+    tenths = math.ceil(tenths) if up else round(tenths)
+    if tenths == 0:
+        return f"{math.ceil(n / 1024) if up else max(1, round(n / 1024))} KB"
+    return f"{tenths // 10} MB" if tenths % 10 == 0 else f"{tenths / 10:.1f} MB"
 
 
 @dataclass(frozen=True, slots=True)

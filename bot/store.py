@@ -13,15 +13,20 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+_SET_MEMORY_CURSOR = ("INSERT INTO memory_state (key, value) VALUES ('cursor', ?)"
+                      " ON CONFLICT (key) DO UPDATE SET value = excluded.value")
 
 # the daily rollup and day totals from the raw usage rows (migration 3, timezone change)
 _ROLLUP_STATEMENTS = (
@@ -434,7 +439,7 @@ class Store:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # autocommit: each statement is its own transaction (one thread hop, not two);
-        # multi-statement work uses explicit BEGIN/COMMIT
+        # multi-statement work runs in one call on the thread (_atomic)
         self._db = aiosqlite.Connection(_connector(self.path), 64)
         await self._db
         try:
@@ -497,6 +502,31 @@ class Store:
             await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             await self._db.close()
             self._db = None
+
+    async def _atomic(self, work: Callable[[Any], _T]) -> _T:
+        """Run several statements as one transaction in a single call on the connection's
+        thread.
+
+        The connection is shared by every coroutine in autocommit mode: a BEGIN ... COMMIT
+        spread over awaits takes in other coroutines' statements, and its ROLLBACK undoes
+        them. (The kill -9 tests caught it: a restart's history clean-up ran inside the
+        memory embedder's transaction, whose COMMIT then failed, and the clean-up was lost.)
+        aiosqlite has no public call for this; _execute is what its own methods use.
+        """
+        db = self.db
+
+        def run() -> _T:
+            conn = db._conn
+            conn.execute("BEGIN")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return await db._execute(run)
 
     # --- history -------------------------------------------------------------------------
 
@@ -770,20 +800,18 @@ class Store:
         One pass over the raw rows, done once when `[budgets] timezone` changes.
         """
         await self.db.create_function("local_day", 1, local_day, deterministic=True)
-        await self.db.execute("BEGIN")
-        try:
-            cur = await self.db.execute("UPDATE usage SET day = local_day(created)")
-            changed = cur.rowcount
+
+        def redate(conn: Any) -> int:
+            changed = conn.execute("UPDATE usage SET day = local_day(created)").rowcount
             for sql in ("DELETE FROM usage_daily", "DELETE FROM usage_days",
                         *_ROLLUP_STATEMENTS):
-                await self.db.execute(sql)
-            await self.db.execute(
+                conn.execute(sql)
+            conn.execute(
                 "INSERT INTO usage_meta VALUES ('rollup_timezone', ?) ON CONFLICT (key)"
                 " DO UPDATE SET value = excluded.value", (timezone,))
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
-        await self.db.execute("COMMIT")
+            return int(changed)
+
+        changed = await self._atomic(redate)
         return int(changed or 0)
 
     # --- budgets -------------------------------------------------------------------------
@@ -956,9 +984,7 @@ class Store:
 
     async def set_memory_cursor(self, turn_id: int) -> None:
         """Move the embedder's cursor (only after a batch is stored)."""
-        await self.db.execute(
-            "INSERT INTO memory_state (key, value) VALUES ('cursor', ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (turn_id,))
+        await self.db.execute(_SET_MEMORY_CURSOR, (turn_id,))
 
     async def memory_backlog(self, after: int, limit: int) -> list[tuple[int, str, str]]:
         """Turns not yet embedded: (id, channel, content), oldest first."""
@@ -973,24 +999,23 @@ class Store:
         index rows, and move the cursor, in one transaction."""
         now = time.time()
         await self._vec_table(dims)
-        await self.db.execute("BEGIN")
-        try:
-            await self.db.executemany(
+        vec = self.vec
+
+        def add(conn: Any) -> None:
+            conn.executemany(
                 "INSERT OR REPLACE INTO memory_vectors (turn_id, channel, model, dims, vector,"
                 " created) VALUES (?, ?, ?, ?, ?, ?)",
                 [(t, c, m, dims, v, now) for t, c, m, v in rows])
-            if self.vec:
-                await self.db.executemany(
+            if vec:
+                conn.executemany(
                     f"DELETE FROM memory_index_{dims} WHERE rowid = ?", [(t,) for t, *_ in rows])
-                await self.db.executemany(
+                conn.executemany(
                     f"INSERT INTO memory_index_{dims} (rowid, channel, tid,"
                     " embedding) VALUES (?, ?, ?, vec_quantize_binary(vec_f32(?)))",
                     [(t, c, t, v) for t, c, _m, v in rows])
-            await self.set_memory_cursor(cursor)
-            await self.db.execute("COMMIT")
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
+            conn.execute(_SET_MEMORY_CURSOR, (cursor,))
+
+        await self._atomic(add)
 
     async def _vec_table(self, dims: int) -> None:
         """The sqlite-vec index for one vector size: binary-quantized vectors partitioned
@@ -1054,21 +1079,19 @@ class Store:
         dims_list = [int(r[0]) for r in rows]
         for dims in dims_list:
             await self._vec_table(dims)
-        await self.db.execute("BEGIN")
-        try:
+        vec = self.vec
+
+        def forget(conn: Any) -> int:
             for dims in dims_list:
-                if self.vec:
-                    await self.db.execute(
+                if vec:
+                    conn.execute(
                         f"DELETE FROM memory_index_{dims} WHERE rowid IN"
                         " (SELECT turn_id FROM memory_vectors WHERE channel = ? AND dims = ?)",
                         (channel, dims))
-            cur = await self.db.execute("DELETE FROM memory_vectors WHERE channel = ?",
-                                        (channel,))
-            await self.db.execute("COMMIT")
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
-        return max(cur.rowcount, 0)
+            return int(conn.execute("DELETE FROM memory_vectors WHERE channel = ?",
+                                    (channel,)).rowcount)
+
+        return max(await self._atomic(forget), 0)
 
     async def memory_has_older(self, channel: str, before: int) -> bool:
         """Whether any turn of the channel older than `before` is embedded (one index seek:
@@ -1112,14 +1135,15 @@ class Store:
                          message_id: str, inbound: str, addressed: bool) -> int | None:
         """Attach a built message to its stored deliveries (the first carries it, the rest
         of an album are 'merged'); None when it was bound before (handled already)."""
-        cur = await self.db.execute(
+        # fetched in the same call: a write statement left half-stepped between awaits
+        # makes another coroutine's COMMIT fail ("SQL statements in progress")
+        rows = await self.db.execute_fetchall(
             "UPDATE inbox SET channel = ?, message_id = ?, inbound = ?, addressed = ?,"
             " updated = ? WHERE platform = ? AND key = ? AND inbound IS NULL"
             " AND state = 'received' RETURNING id",
             (channel, message_id, inbound, int(addressed), time.time(), platform, keys[0]),
         )
-        row = await cur.fetchone()
-        await cur.close()
+        row = rows[0] if rows else None
         if row is None:
             return None
         for key in keys[1:]:
@@ -1256,3 +1280,42 @@ def _connector(path: str) -> Any:
         return module.connect(path, isolation_level=None)
 
     return connect
+
+
+# --- whole-table export, for `python -m bot migrate` (bot/migrate.py) ----------------------
+
+async def table_names(store: Store) -> list[str]:
+    """The database's own tables (not SQLite's, not the sqlite-vec index, which is rebuilt
+    from memory_vectors)."""
+    rows = await store.db.execute_fetchall(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        " AND name NOT LIKE 'memory_index_%' ORDER BY name")
+    return [str(r[0]) for r in rows]
+
+
+async def table_columns(store: Store, table: str) -> list[str]:
+    """A table's columns, in order (`table` must come from table_names)."""
+    if table not in await table_names(store):
+        raise ValueError(f"no table {table!r}")
+    rows = await store.db.execute_fetchall(f'PRAGMA table_info("{table}")')
+    return [str(r[1]) for r in rows]
+
+
+async def table_count(store: Store, table: str) -> int:
+    """Rows in a table (`table` must come from table_names)."""
+    if table not in await table_names(store):
+        raise ValueError(f"no table {table!r}")
+    rows = await store.db.execute_fetchall(f'SELECT COUNT(*) FROM "{table}"')
+    return int(rows[0][0])
+
+
+async def table_rows(store: Store, table: str, columns: list[str],
+                     batch: int = 2000) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """Every row of a table, `batch` at a time (one statement: the bot must be stopped)."""
+    if table not in await table_names(store) or not set(columns) <= set(
+            await table_columns(store, table)):
+        raise ValueError(f"no table {table!r} with columns {columns}")
+    names = ", ".join(f'"{c}"' for c in columns)
+    async with store.db.execute(f'SELECT {names} FROM "{table}"') as cur:
+        while rows := await cur.fetchmany(batch):
+            yield [tuple(r) for r in rows]

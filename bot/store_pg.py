@@ -9,12 +9,13 @@ prepared statement on a pooled connection. Memory vectors are pgvector `vector` 
 from __future__ import annotations
 
 import array
+import asyncio
 import json
 import logging
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,6 +38,8 @@ from bot.store_cluster import MIGRATION as CLUSTER_MIGRATION
 
 log = logging.getLogger(__name__)
 
+# how long an insert may take to commit (memory_backlog waits that long at an id gap)
+_IN_FLIGHT_SECONDS = 5.0
 # the migration lock: one process migrates, the others wait and find the work done
 _MIGRATION_LOCK = 0x67707462_6F740001  # "gptbot" + 1
 
@@ -220,7 +223,7 @@ PG_MIGRATIONS: list[str] = [
         channel TEXT NOT NULL,
         model TEXT NOT NULL,
         dims INTEGER NOT NULL,
-        vector vector NOT NULL,
+        vector vector NOT NULL CHECK (vector_dims(vector) = dims),
         created DOUBLE PRECISION NOT NULL
     );
     CREATE INDEX memory_vectors_channel ON memory_vectors (channel, turn_id);
@@ -307,6 +310,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                               decoder=_vector_decode, format="binary")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """No reset query on release: the store leaves no session state behind (transactions
+    end with their block), and the default reset (RESET ALL, pg_advisory_unlock_all...) is
+    a second round trip for every statement. Users of `.pool` leave none either: session
+    settings and session advisory locks belong on a connection of their own."""
+
+
 def _count(status: str) -> int:
     """Rows affected, from a command status such as 'UPDATE 3'."""
     try:
@@ -326,10 +336,13 @@ class PgStore:
         self._pool_size = pool_size
         # pgvector is required (open() fails without it): memory search is always on
         self.vec = True
+        # channel -> [lock, calls in progress]: turn writes of a channel in call order
+        self._turn_order: dict[str, list[Any]] = {}
 
     @property
     def pool(self) -> asyncpg.Pool:
-        """The connection pool (open() first)."""
+        """The connection pool (open() first). Connections are not reset on release: leave
+        no session state on them (SET, LISTEN, session advisory locks)."""
         if self._pool is None:
             raise RuntimeError("store is not open")
         return self._pool
@@ -337,28 +350,48 @@ class PgStore:
     async def open(self) -> None:
         """Connect, check pgvector, apply pending migrations (under an advisory lock, so
         processes starting together migrate once), then open the pool."""
-        shown = redact(self.url)
+        conn = await self._connect()
         try:
-            conn = await asyncpg.connect(self.url, timeout=10)
-        except asyncpg.InvalidPasswordError as e:
-            raise StartupError(f"database: {shown} refused the login ({e}); check the user "
-                               "and password in [storage] url / BOT_DATABASE_URL", 2) from None
-        except asyncpg.InvalidCatalogNameError as e:
-            raise StartupError(f"database: {shown}: {e}; create it (createdb) or fix the "
-                               "name in [storage] url / BOT_DATABASE_URL", 2) from None
-        except (OSError, TimeoutError, asyncpg.PostgresError,
-                asyncpg.InterfaceError) as e:
-            why = " ".join(str(e).split()) or type(e).__name__
-            raise StartupError(f"database: cannot connect to {shown} ({why}); is PostgreSQL "
-                               "running and is [storage] url / BOT_DATABASE_URL right?",
-                               2) from None
-        try:
-            await self._require_pgvector(conn, shown)
+            await self._require_pgvector(conn, redact(self.url))
             await self._migrate(conn)
         finally:
             await conn.close()
         self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size,
-                                               init=_init_connection)
+                                               init=_init_connection, reset=_keep_session)
+
+    async def ping(self) -> None:
+        """Connect once and hang up: StartupError (one line) when the database cannot be
+        reached or refuses the login."""
+        await (await self._connect()).close()
+
+    async def _connect(self) -> asyncpg.Connection:
+        shown = redact(self.url)
+        try:
+            conn = await asyncpg.connect(self.url, timeout=10)
+        except (asyncpg.InvalidPasswordError,
+                asyncpg.InvalidAuthorizationSpecificationError) as e:
+            raise StartupError(f"database: {shown} refused the login ({self._quiet(e)}); "
+                               "check the user and password in [storage] url / "
+                               "BOT_DATABASE_URL", 2) from None
+        except asyncpg.InvalidCatalogNameError as e:
+            raise StartupError(f"database: {shown}: {self._quiet(e)}; create it (createdb) "
+                               "or fix the name in [storage] url / BOT_DATABASE_URL",
+                               2) from None
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                ValueError) as e:
+            raise StartupError(f"database: cannot connect to {shown} ({self._quiet(e)}); is "
+                               "PostgreSQL running and is [storage] url / BOT_DATABASE_URL "
+                               "right?", 2) from None
+        return conn
+
+    def _quiet(self, e: BaseException) -> str:
+        """An error's text on one line, the URL's password blanked should it appear."""
+        text = " ".join(str(e).split()) or type(e).__name__
+        try:
+            password = urlsplit(self.url).password
+        except ValueError:
+            password = None
+        return text.replace(password, "***") if password else text
 
     @staticmethod
     async def _require_pgvector(conn: asyncpg.Connection, shown: str) -> None:
@@ -418,12 +451,23 @@ class PgStore:
         """Store one message of the conversation and return its id (see Store.append_turn:
         under a journal entry an assistant turn ends it in the same statement)."""
         mark = current_inbox.get()
-        turn_id = await self.pool.fetchval(
-            "INSERT INTO turns (channel, role, author_id, author_name, content, tokens,"
-            " message_id, addressed, created, tools, inbox_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-            channel, role, author_id, author_name, content, int(tokens), message_id,
-            int(addressed), time.time(), tools, mark.id if mark else None)
+        # a channel's turns get ids in the order this method was called (the chat handler
+        # stores the user turn in a task while the model answers): SQLite's one connection
+        # runs statements in that order, a pool would not, so calls per channel queue here
+        entry = self._turn_order.setdefault(channel, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                turn_id = await self.pool.fetchval(
+                    "INSERT INTO turns (channel, role, author_id, author_name, content,"
+                    " tokens, message_id, addressed, created, tools, inbox_id)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                    channel, role, author_id, author_name, content, int(tokens), message_id,
+                    int(addressed), time.time(), tools, mark.id if mark else None)
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._turn_order[channel]
         if mark is not None and role == "assistant":
             mark.answered = True
         return int(turn_id)
@@ -797,9 +841,20 @@ class PgStore:
     async def memory_backlog(self, after: int, limit: int) -> list[tuple[int, str, str]]:
         """Turns not yet embedded: (id, channel, content), oldest first."""
         rows = await self.pool.fetch(
-            "SELECT id, channel, content FROM turns WHERE id > $1 ORDER BY id LIMIT $2",
-            after, limit)
-        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+            "SELECT id, channel, content, created FROM turns WHERE id > $1 ORDER BY id"
+            " LIMIT $2", after, limit)
+        # Inserts on other connections (or processes) commit in any order: a missing id
+        # just before a recent row may be a turn still being written, which the cursor
+        # would pass for good. Stop there; a gap older than that is a deleted turn.
+        out: list[tuple[int, str, str]] = []
+        expected = after + 1
+        settled = time.time() - _IN_FLIGHT_SECONDS
+        for r in rows:
+            if r[0] != expected and r[3] > settled:
+                break
+            out.append((int(r[0]), str(r[1]), str(r[2])))
+            expected = int(r[0]) + 1
+        return out
 
     async def add_vectors(self, rows: list[tuple[int, str, str, bytes]], dims: int,
                           cursor: int) -> None:
@@ -1006,3 +1061,64 @@ _PGVECTOR = "vector"
 def _workspace_file(r: Any) -> WorkspaceFile:
     return WorkspaceFile(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], bool(r[6]), r[7], r[8],
                          r[9], r[10], float(r[11]))
+
+
+# --- whole-table import, for `python -m bot migrate` (bot/migrate.py) ----------------------
+
+# rows a fresh database already holds (migration 3 seeds the rollup timezone)
+_SEEDED = {"usage_meta"}
+# tables whose id the database assigns (an identity column)
+_IDENTITY = ("turns", "usage", "images", "workspace_files", "inbox")
+# triggers that would act on copied rows a second time (the rollups are copied as they are)
+_TRIGGERS = (("usage", "usage_rollup"), ("turns", "turns_answer_ends_inbox"))
+
+
+def _table(table: str) -> str:
+    if table not in TABLES:
+        raise ValueError(f"no table {table!r}")
+    return table
+
+
+async def table_columns(store: PgStore, table: str) -> list[str]:
+    """A table's columns, in order."""
+    rows = await store.pool.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema ="
+        " current_schema() AND table_name = $1 ORDER BY ordinal_position", _table(table))
+    return [str(r[0]) for r in rows]
+
+
+async def table_count(store: PgStore, table: str) -> int:
+    """Rows in a table."""
+    return int(await store.pool.fetchval(f"SELECT COUNT(*) FROM {_table(table)}"))
+
+
+async def filled_tables(store: PgStore) -> list[str]:
+    """The bot tables that hold rows (besides what migrations seed)."""
+    return [t for t in TABLES if t not in _SEEDED and await store.pool.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM {_table(t)})")]
+
+
+async def import_tables(
+    store: PgStore,
+    sources: list[tuple[str, list[str], AsyncIterator[list[tuple[Any, ...]]]]],
+    *, replace: bool,
+) -> None:
+    """Copy (table, columns, row batches) in with COPY, ids kept, in one transaction: the
+    bot tables are emptied first when `replace`; triggers that would re-apply copied effects
+    are off meanwhile; every id sequence then continues after the highest id copied."""
+    async with store.pool.acquire() as conn, conn.transaction():
+        if replace:
+            await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+        for table, trigger in _TRIGGERS:
+            await conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
+        for table, columns, batches in sources:
+            if table in _SEEDED:
+                await conn.execute(f"DELETE FROM {_table(table)}")
+            async for rows in batches:
+                await conn.copy_records_to_table(_table(table), records=rows, columns=columns)
+        for table, trigger in _TRIGGERS:
+            await conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
+        for table in _IDENTITY:
+            await conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                f" COALESCE(MAX(id), 0) + 1, false) FROM {table}")

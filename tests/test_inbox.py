@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.store import _connector
-from tests.conftest import make_driver
+from tests.conftest import STORAGES, make_driver
 from tests.fakes.openai_api import FakeOpenAI
 from tests.harness import ALICE, BOB, Driver, wait_for
 
@@ -20,9 +20,11 @@ PLATFORMS = ["telegram", "discord"]
 
 @pytest.fixture(params=PLATFORMS)
 async def bot(request: pytest.FixtureRequest, openai_fake: FakeOpenAI,
-              tmp_path: Path) -> AsyncIterator[Driver]:
-    """The bot on Telegram and on Discord (the console has no 403s, stickers or edits)."""
-    driver, fake = await make_driver(request.param, openai_fake, tmp_path)
+              tmp_path: Path, database_url: str) -> AsyncIterator[Driver]:
+    """The bot on Telegram and on Discord (the console has no 403s, stickers or edits), on
+    the `storage` backend."""
+    driver, fake = await make_driver(request.param, openai_fake, tmp_path,
+                                     database_url=database_url)
     try:
         await driver.start()
         yield driver
@@ -43,6 +45,20 @@ def inbox(driver: Driver) -> list[tuple[str, str | None, str]]:
     finally:
         db.close()
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def journal_states(driver: Driver) -> list[str]:
+    """The state of every journal entry, read from whichever database the bot uses."""
+    url = driver.env.get("BOT_DATABASE_URL")
+    if not url:
+        return [state for state, _, _ in inbox(driver)]
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        return [r[0] for r in await conn.fetch("SELECT state FROM inbox ORDER BY id")]
+    finally:
+        await conn.close()
 
 
 def user_edit(driver: Driver, message_id: str, text: str) -> None:
@@ -176,6 +192,7 @@ async def test_an_edit_after_the_answer_is_ignored(bot: Driver,
     assert len(bot.openai.chat_requests) == requests
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 async def test_unanswered_message_of_a_stopped_run_is_answered_after_restart(
         bot: Driver) -> None:
     """A message still in the journal at start-up (here: its run was stopped while the
@@ -192,9 +209,11 @@ async def test_unanswered_message_of_a_stopped_run_is_answered_after_restart(
     await bot.start()
     await wait_for(lambda: len(bot.replies()) == 1, 20, "the answer after the restart")
     assert bot.replies()[0].text == "echo: are you still there?"
-    await wait_for(lambda: [s for s, _, _ in inbox(bot)] == ["answered"], 10, "the journal")
+    await bot.settle(0)
+    assert await journal_states(bot) == ["answered"]
 
 
+@pytest.mark.parametrize("storage", STORAGES)
 async def test_a_photo_left_unanswered_is_read_again_after_restart(bot: Driver) -> None:
     """Files of a stored message are fetched again (Telegram file_id, Discord CDN URL)."""
     import io

@@ -8,6 +8,7 @@ the X-Telegram-Bot-Api-Secret-Token header, and retries while the answer is not 
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -215,7 +216,8 @@ async def test_webhook_port_taken_stops_start_up(tmp_path: Path, fake: FakeTeleg
     ('webhook_url = "https://bot.example.com:8080/tg"\nwebhook_secret = "s"\n',
      "telegram.webhook_url may only use port 443, 80, 88 or 8443"),
     ('webhook_url = "https://bot.example.com/tg"\n',
-     "telegram.webhook_secret is required with telegram.webhook_url"),
+     "telegram.webhook_secret (or the environment variable TELEGRAM_WEBHOOK_SECRET) is "
+     "required with telegram.webhook_url"),
     ('webhook_secret = "no:colons"\n', "telegram.webhook_secret must be 1-256 characters"),
     (f'webhook_secret = "{"a" * 257}"\n', "telegram.webhook_secret must be 1-256 characters"),
     ("webhook_port = 70000\n", "telegram.webhook_port must be between 1 and 65535"),
@@ -224,8 +226,21 @@ async def test_webhook_port_taken_stops_start_up(tmp_path: Path, fake: FakeTeleg
 def test_bad_webhook_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[telegram]\n" + text)
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(path, env={"OPENAI_API_KEY": "x"})
+
+
+def test_webhook_secret_from_the_environment(tmp_path: Path) -> None:
+    # the secret may stay out of config.toml; the environment wins over the file
+    path = tmp_path / "config.toml"
+    path.write_text('[telegram]\nwebhook_url = "https://bot.example.com/tg"\n')
+    env = {"OPENAI_API_KEY": "x", "TELEGRAM_WEBHOOK_SECRET": "from-env_1"}
+    assert load_config(path, env=env).telegram.webhook_secret == "from-env_1"
+    path.write_text('[telegram]\nwebhook_url = "https://bot.example.com/tg"\n'
+                    'webhook_secret = "from-file"\n')
+    assert load_config(path, env=env).telegram.webhook_secret == "from-env_1"
+    with pytest.raises(ConfigError, match=r"^TELEGRAM_WEBHOOK_SECRET must be 1-256 char"):
+        load_config(path, env={**env, "TELEGRAM_WEBHOOK_SECRET": "a b"})
 
 
 def test_good_webhook_settings(tmp_path: Path) -> None:

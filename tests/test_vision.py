@@ -364,7 +364,10 @@ async def test_oversize_image_refused(chat: Driver) -> None:
     answer = await send(chat, "what is this?", [photo(big, kind="document")])
     # Attachment.read is the one size check; [vision] max_image_mb lowers its limit
     assert answer.startswith("That file is too large (")
-    assert answer.endswith("the limit is 1 MB).")
+    assert answer.endswith(" MB; the limit is 1 MB).")
+    # the file's size is shown to a tenth, rounded up: never the limit itself
+    stated = float(answer.removeprefix("That file is too large (").split(" MB;")[0])
+    assert stated > 1
     assert chat.openai.chat_requests == []
 
 

@@ -297,3 +297,60 @@ def test_redact() -> None:
 async def test_sqlite_backend_name(tmp_path: Path) -> None:
     store: Any = Store(str(tmp_path / "x.db"))
     assert store.backend == "sqlite"
+
+
+async def test_pg_turns_keep_call_order_while_the_pool_is_busy(pg_url: str) -> None:
+    """The chat handler stores the user turn in a task while the model answers; on a pool
+    the answer's insert could overtake it. Ids follow the calls, as on SQLite."""
+    store = PgStore(pg_url)
+    await store.open()
+    try:
+        busy = await store.pool.acquire()  # the user turn's insert needs a new connection
+        user = asyncio.create_task(store.append_turn("c", "user", "question", 1))
+        await asyncio.sleep(0)
+        await store.pool.release(busy)
+        await store.append_turn("c", "assistant", "answer", 1)
+        await user
+        assert [t.role for t in await store.recent_turns("c", 100)] == ["user", "assistant"]
+    finally:
+        await store.close()
+
+
+async def test_pg_a_failed_memory_batch_keeps_what_others_wrote_meanwhile(pg_url: str) -> None:
+    """As on SQLite (tests/unit/test_store_transactions.py): a batch whose vector has the
+    wrong size fails as a whole, and writes of other coroutines meanwhile stay."""
+    store = PgStore(pg_url)
+    await store.open()
+    try:
+        first = await store.append_turn("c:1", "user", "hello", 3)
+        await store.add_vectors([(first, "c:1", "m", _vec(1, 0, 0, 0))], 8, first)
+        bad = [(first, "c:1", "m", array.array("f", [1, 0, 0]).tobytes())]
+        batch = asyncio.create_task(store.add_vectors(bad, 8, first + 1))
+        second = await store.append_turn("c:1", "assistant", "hi there", 3)
+        await store.set_setting("c:1", "persona", "pirate")
+        with pytest.raises(Exception, match=r"(?i)check constraint"):
+            await batch
+        assert [t.id for t in await store.recent_turns("c:1", 1000)] == [first, second]
+        assert await store.setting("c:1", "persona") == "pirate"
+        assert await store.memory_cursor() == first  # the failed batch moved nothing
+        assert len(await store.memory_search("c:1", _vec(1, 0, 0, 0), 8, before=second, k=3)) == 1
+    finally:
+        await store.close()
+
+
+async def test_pg_memory_backlog_waits_at_a_turn_still_being_written(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another connection's insert may commit after a later id: the embedder's cursor must
+    not pass it. A fresh gap stops the backlog; an old one (a deleted turn) does not."""
+    store = PgStore(pg_url)
+    await store.open()
+    try:
+        first = await store.append_turn("c", "user", "one", 1)
+        # an id taken by an insert that has not committed yet
+        await store.pool.fetchval("SELECT nextval(pg_get_serial_sequence('turns', 'id'))")
+        third = await store.append_turn("c", "user", "three", 1)
+        assert await store.memory_backlog(0, 10) == [(first, "c", "one")]
+        monkeypatch.setattr("bot.store_pg._IN_FLIGHT_SECONDS", -1.0)  # the gap is old now
+        assert [t for t, _, _ in await store.memory_backlog(0, 10)] == [first, third]
+    finally:
+        await store.close()
