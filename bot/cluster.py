@@ -147,7 +147,6 @@ class Worker:
         self.capacity = section.channels_per_worker
         self.answered = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._lost: set[str] = set()
         # immediate commands running beside their channel's task; entries being answered
         self._side: set[asyncio.Task[None]] = set()
         self._started: set[int] = set()
@@ -237,7 +236,6 @@ class Worker:
                 for channel in got:
                     if channel in self._tasks:  # our own lease had run out; renewed now
                         continue
-                    self._lost.discard(channel)
                     self._since[channel] = time.monotonic()
                     self._tasks[channel] = asyncio.create_task(
                         self._serve(channel), name=f"channel {channel}")
@@ -267,7 +265,6 @@ class Worker:
                 if channel_lease(channel) not in held and not task.done():
                     log.warning("cluster: lease of %s lost (this worker was too slow to "
                                 "renew it); leaving the channel to another worker", channel)
-                    self._lost.add(channel)
                     task.cancel()
 
     async def _serve(self, channel: str) -> None:
@@ -281,15 +278,17 @@ class Worker:
                     await asyncio.wait(list(self._side))
                     continue
                 if not entries:
+                    # not ours for a moment: a renewal meanwhile must not count it as lost
+                    self._since[channel] = float("inf")
                     await self.cluster.release(name, self.holder)
                     # a message queued in the meantime woke workers while we still held
                     # the channel: look once more, now that others may take it too
                     if not await self.cluster.queued(channel, 1):
                         return
-                    self._since[channel] = time.monotonic()
                     taken, _, _ = await self.cluster.acquire(name, self.holder, self.lease)
                     if not taken:
                         return
+                    self._since[channel] = time.monotonic()
                     continue
                 for entry in entries:
                     if self._stopping:
@@ -302,7 +301,9 @@ class Worker:
         finally:
             self._tasks.pop(channel, None)
             self._since.pop(channel, None)
-            if channel not in self._lost and not self._stopping:
+            if not self._stopping:
+                # only while still ours (a lease another worker took is left alone); a
+                # lease kept after its task ended would be renewed with no one answering
                 with contextlib.suppress(Exception):
                     await self.cluster.release(name, self.holder)
             self._wake.set()
