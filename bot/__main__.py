@@ -183,6 +183,64 @@ async def _run_until_stopped(config: Config, adapters: list[Any], stop: asyncio.
     return 0
 
 
+async def run_role(config: Config, role: str) -> int:
+    """`--role ingress|worker`: one part of a bot spread over processes (bot/cluster.py)."""
+    from bot.cluster import sqlite_refusal, start_role
+
+    if not _uses_postgres(config):
+        raise sqlite_refusal(role)
+    adapters = choose_adapters(config, console=False)
+    if any(a.name == "console" for a in adapters):
+        raise StartupError(f"--role {role} serves Telegram and Discord: set TELEGRAM_BOT_TOKEN "
+                           "and/or DISCORD_BOT_TOKEN (the console is one process: run "
+                           "`python -m bot`)", 2)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        store = await _open_store(config)
+        try:
+            app = await start_role(role, config, store, adapters)
+        except (StartupError, KeyboardInterrupt, asyncio.CancelledError):
+            raise
+        except ConfigError as e:
+            raise StartupError(str(e), 2) from e
+        except Exception as e:
+            log.debug("start-up failed", exc_info=True)
+            raise StartupError(_one_line(e, config), 1) from e
+        health = asyncio.create_task(_keep_health_file(app, Path(config.health_path)))
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(app.lost.wait())]
+        waiters += [asyncio.create_task(a.finished.wait()) for a in adapters
+                    if hasattr(a, "finished")]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+        log.info("shutting down")
+        health.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await health
+        await app.stop()
+        return 1 if app.lost.is_set() else 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(sig)
+
+
+def _uses_postgres(config: Config) -> bool:
+    """Whether the configured database is PostgreSQL ([storage] url / BOT_DATABASE_URL)."""
+    return config.postgres
+
+
+async def _open_store(config: Config) -> Any:
+    """The configured store, open and migrated (bot/storage.py)."""
+    from bot.storage import open_store
+
+    return await open_store(config)
+
+
 def _one_line(e: BaseException, config: Config) -> str:
     """`<where>: <what>` with secrets blanked (library messages may quote a token)."""
     where = " ".join(getattr(e, "__notes__", ())) or "during start-up"
@@ -320,6 +378,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="config.toml to read (default: $BOT_CONFIG, else ./config.toml)")
     parser.add_argument("--console", action="store_true",
                         help="chat in the terminal even when platform tokens are set")
+    parser.add_argument("--role", choices=("ingress", "worker"), default=None,
+                        help="several processes on one PostgreSQL database: ingress receives "
+                             "and queues, workers answer (default: one process does both)")
     parser.add_argument("--version", action="version", version=f"gptbot {version()}")
     sub = parser.add_subparsers(dest="command", metavar="{init,doctor,migrate}")
     init = sub.add_parser("init", help="write a commented config.toml and .env.example here")
@@ -381,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            if args.role is not None:
+                return runner.run(run_role(config, args.role))
             return runner.run(run(config, console=args.console))
     except StartupError as e:
         print(f"error: {e.message}", file=sys.stderr)

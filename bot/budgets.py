@@ -6,6 +6,11 @@ overrides. Spend per budget is read from the daily rollup once per period and th
 in memory, updated as each request's usage is recorded: checks cost no query. A request
 reserves its estimated cost while in flight, so concurrent requests see each other and
 can overshoot a budget by at most what is in flight when it runs out.
+
+With several worker processes (bot/cluster.py) `shared` is set: the spend is read from
+the rollup on every check (PostgreSQL keeps it in the same statement as each usage row),
+so every worker sees what the others recorded; reservations stay per process, so the
+overshoot is at most what all workers have in flight.
 """
 
 from __future__ import annotations
@@ -185,6 +190,9 @@ class Budgets:
         self._warned: set[Slot] = set()
         self._configured = any(getattr(section, f"{s}_{p}") > 0 for s in SCOPES
                                for p in ("daily", "monthly"))
+        # several processes spend from the same budgets (bot/cluster.py's workers): each
+        # check reads the spend from the database instead of this process's running sum
+        self.shared = False
 
     async def load(self) -> None:
         """Read the admins' overrides."""
@@ -230,8 +238,14 @@ class Budgets:
         return out
 
     async def spent(self, limit: Limit) -> float:
-        """Dollars spent in a budget's period (from the rollup once, then from memory)."""
+        """Dollars spent in a budget's period (from the rollup once, then from memory;
+        shared: from the rollup every time)."""
         slot = limit.slot
+        if self.shared:
+            # the rollup is kept by a trigger on usage, in the same statement as each row:
+            # what every worker recorded so far, one indexed read per budget
+            self._spent[slot] = value = await self._query(limit)
+            return value
         while slot not in self._spent:
             missed = self._missed.get(slot, 0)
             value = await self._query(limit)

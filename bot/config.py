@@ -216,6 +216,15 @@ class BudgetsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterSection:
+    """Several processes on one PostgreSQL database (`--role ingress|worker`)."""
+
+    lease_seconds: float = 30.0
+    poll_seconds: float = 2.0
+    channels_per_worker: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class Secrets:
     """Only from the environment (or .env): never from config.toml."""
 
@@ -249,6 +258,7 @@ class Config:
     discord: DiscordSection = field(default_factory=DiscordSection)
     usage: UsageSection = field(default_factory=UsageSection)
     budgets: BudgetsSection = field(default_factory=BudgetsSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
     secrets: Secrets = field(default_factory=Secrets)
 
     @property
@@ -313,6 +323,9 @@ _RANGES: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("assistant", "max_file_mb"): (1, 512),
     ("assistant", "file_ttl_days"): (1, None),
     ("assistant", "container_minutes"): (1, 20),
+    ("cluster", "lease_seconds"): (1.0, 3600.0),
+    ("cluster", "poll_seconds"): (0.1, 60.0),
+    ("cluster", "channels_per_worker"): (1, 10_000),
 }
 # what the Images API takes (exact sizes are checked per model when /draw runs)
 _IMAGE_SIZE_RE = re.compile(r"^(auto|square|landscape|portrait|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
@@ -494,6 +507,9 @@ def _validate(config: Config) -> None:
     _validate_shards(config.discord)
     _validate_usage(config)
     _validate_tools(config)
+    if config.cluster.poll_seconds > config.cluster.lease_seconds:
+        raise ConfigError("config: cluster.poll_seconds must not be more than "
+                          "cluster.lease_seconds (a dead worker's channels are found by it)")
 
 
 def _validate_shards(d: DiscordSection) -> None:

@@ -346,6 +346,15 @@ class Journal:
         return (inbound.addressed or inbound.is_private
                 or self.config.bot.group_trigger == "always")
 
+    def addressed(self, inbound: Inbound) -> bool:
+        """Whether the bot is asked (what the entry records; bot/cluster.py's ingress)."""
+        return self._addressed(inbound)
+
+    def forget(self, platform: str, keys: list[str]) -> None:
+        """Deliveries built into a message that another path stores (the cluster queue)."""
+        for key in keys:
+            self._rows.pop((platform, key), None)
+
     async def receive(self, inbound: Inbound, replier: Replier) -> JournaledReplier | None:
         """Record a message handed to the router; None when it was handled before."""
         platform = inbound.channel.platform

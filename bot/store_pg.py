@@ -34,6 +34,7 @@ from bot.store import (
     chat_of,
     current_inbox,
 )
+from bot.store_cluster import MIGRATION as CLUSTER_MIGRATION
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,9 @@ PG_MIGRATIONS: list[str] = [
         WHEN (NEW.inbox_id IS NOT NULL AND NEW.role = 'assistant')
         EXECUTE FUNCTION turns_answer_ends_inbox();
     """,
+    # 7: several processes (issue #14): the queue's attempt counter and index, channel and
+    # polling leases; the SQL lives with the rest of the cluster's in bot/store_cluster.py
+    CLUSTER_MIGRATION,
 ]
 
 # tables in dependency-free copy order, for `python -m bot migrate` (bot/migrate.py)
