@@ -26,6 +26,12 @@ CHANNEL = "gptbot_queue"
 IMMEDIATE = "!"
 # open journal entries that carry a built message: what workers answer
 _QUEUED = "state IN ('received', 'answering') AND inbound IS NOT NULL"
+# a channel's messages in the order the platform numbered them (Telegram message ids grow
+# per chat, Discord snowflakes with time), not in the order the ingress stored them: its
+# handlers run concurrently, and the cluster test saw a channel's second message stored
+# before its first (5 of 50 Discord channels in a 250-message burst)
+_IN_CHANNEL = ("CASE WHEN message_id ~ '^[0-9]{1,30}$' THEN message_id::numeric END"
+               " NULLS LAST, id")
 
 # appended to bot/store_pg.py's PG_MIGRATIONS as migration 7 (PostgreSQL only)
 MIGRATION = """
@@ -130,15 +136,15 @@ class ClusterStore:
     async def queued(self, channel: str, limit: int = 50) -> list[int]:
         """Ids of a channel's queued messages, oldest first."""
         rows = await self.pool.fetch(
-            f"SELECT id FROM inbox WHERE channel = $1 AND {_QUEUED} ORDER BY id LIMIT $2",
-            channel, limit)
+            f"SELECT id FROM inbox WHERE channel = $1 AND {_QUEUED} ORDER BY {_IN_CHANNEL}"
+            " LIMIT $2", channel, limit)
         return [int(r[0]) for r in rows]
 
     async def queued_forms(self, channel: str, limit: int = 50) -> list[tuple[int, str]]:
         """(id, message JSON) of a channel's queued messages, oldest first."""
         rows = await self.pool.fetch(
-            f"SELECT id, inbound FROM inbox WHERE channel = $1 AND {_QUEUED} ORDER BY id"
-            " LIMIT $2", channel, limit)
+            f"SELECT id, inbound FROM inbox WHERE channel = $1 AND {_QUEUED}"
+            f" ORDER BY {_IN_CHANNEL} LIMIT $2", channel, limit)
         return [(int(r[0]), r[1]) for r in rows]
 
     async def begin(self, entry: int) -> tuple[InboxRow, int] | None:

@@ -199,11 +199,14 @@ __all__ = ["Chat", "Cluster", "DiscordPlatform", "RoleProcess", "TelegramPlatfor
            "wait_async"]
 
 
-async def wait_async(predicate: Any, timeout: float, what: str) -> None:
-    """wait_for for a condition that needs a query (polled, never a fixed wait)."""
+async def wait_async(predicate: Any, timeout: float, what: str,
+                     detail: Any = None) -> None:
+    """wait_for for a condition that needs a query (polled, never a fixed wait);
+    `detail()` says what was still missing."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not await predicate():
         if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            more = f": {detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out waiting for {what}{more}")
         await asyncio.sleep(0.05)

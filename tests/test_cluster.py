@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,14 +104,17 @@ async def test_ingress_and_three_workers_answer_each_message_once_in_order_throu
         await victim.kill()
         ai.release()
 
+        differ: list[Any] = []
+
         async def all_answered() -> bool:
             rows = await query(pg_url, "SELECT COUNT(*) FROM inbox WHERE state IN"
                                        " ('received', 'answering')")
-            return int(rows[0][0]) == 0 and all(
-                shown_texts(p, c) == [answer_for(t) for t in asked[i]]
-                for i, (p, c) in enumerate(chats))
+            differ[:] = [(c, shown_texts(p, c)) for i, (p, c) in enumerate(chats)
+                         if shown_texts(p, c) != [answer_for(t) for t in asked[i]]]
+            return int(rows[0][0]) == 0 and not differ
 
-        await wait_async(all_answered, TIMEOUT, "every question to be answered")
+        await wait_async(all_answered, TIMEOUT, "every question to be answered",
+                         lambda: f"open entries or chats showing otherwise: {differ}")
         logs = cluster.logs()
         codes = await cluster.stop()
     except BaseException:
