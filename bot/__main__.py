@@ -16,9 +16,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.config import Config, ConfigError, apply_dotenv, load_config
 from bot.errors import StartupError
@@ -30,6 +31,8 @@ if TYPE_CHECKING:  # imported when the bot starts: --help, init and doctor --liv
     from bot.store_pg import PgStore
 
 log = logging.getLogger("bot")
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -158,17 +161,7 @@ async def run(config: Config, *, console: bool) -> int:
 
 
 async def _run_until_stopped(config: Config, adapters: list[Any], stop: asyncio.Event) -> int:
-    try:
-        app = await start_app(config, adapters)
-    except (StartupError, KeyboardInterrupt, asyncio.CancelledError):
-        raise
-    except ConfigError as e:
-        raise StartupError(str(e), 2) from e
-    except Exception as e:
-        # adapters raise StartupError for what they recognise; anything else still gets
-        # one line (the traceback is in the log at DEBUG level)
-        log.debug("start-up failed", exc_info=True)
-        raise StartupError(_one_line(e, config), 1) from e
+    app = await _one_line_failures(start_app(config, adapters), config)
     health = asyncio.create_task(_keep_health_file(app, Path(config.health_path)))
     waiters = [asyncio.create_task(stop.wait())]
     waiters += [asyncio.create_task(a.finished.wait()) for a in adapters if hasattr(a, "finished")]
@@ -201,15 +194,7 @@ async def run_role(config: Config, role: str) -> int:
             loop.add_signal_handler(sig, stop.set)
     try:
         store = await _open_store(config)
-        try:
-            app = await start_role(role, config, store, adapters)
-        except (StartupError, KeyboardInterrupt, asyncio.CancelledError):
-            raise
-        except ConfigError as e:
-            raise StartupError(str(e), 2) from e
-        except Exception as e:
-            log.debug("start-up failed", exc_info=True)
-            raise StartupError(_one_line(e, config), 1) from e
+        app = await _one_line_failures(start_role(role, config, store, adapters), config)
         health = asyncio.create_task(_keep_health_file(app, Path(config.health_path)))
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(app.lost.wait())]
         waiters += [asyncio.create_task(a.finished.wait()) for a in adapters
@@ -239,6 +224,21 @@ async def _open_store(config: Config) -> Any:
     from bot.storage import open_store
 
     return await open_store(config)
+
+
+async def _one_line_failures(starting: Awaitable[_T], config: Config) -> _T:
+    """Await a start-up; a failure leaves as one StartupError line. Adapters raise
+    StartupError for what they recognise; anything else still gets one line (exit 1; the
+    traceback is in the log at DEBUG level), a ConfigError exit 2."""
+    try:
+        return await starting
+    except (StartupError, KeyboardInterrupt, asyncio.CancelledError):
+        raise
+    except ConfigError as e:
+        raise StartupError(str(e), 2) from e
+    except Exception as e:
+        log.debug("start-up failed", exc_info=True)
+        raise StartupError(_one_line(e, config), 1) from e
 
 
 def _one_line(e: BaseException, config: Config) -> str:
