@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -147,23 +147,33 @@ async def run(config: Config, *, console: bool) -> int:
         from adapters.console import console_logging
 
         console_logging(config)  # the terminal is the chat: logs to a file
+    with _stop_on_signals() as stop:
+        app = await _one_line_failures(start_app(config, adapters), config)
+        await _serve(app, adapters, config, [stop])
+        return 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event that SIGINT and SIGTERM set while the block runs."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        return await _run_until_stopped(config, adapters, stop)
+        yield stop
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.remove_signal_handler(sig)
 
 
-async def _run_until_stopped(config: Config, adapters: list[Any], stop: asyncio.Event) -> int:
-    app = await _one_line_failures(start_app(config, adapters), config)
+async def _serve(app: Any, adapters: list[Any], config: Config,
+                 until: list[asyncio.Event]) -> None:
+    """Keep the health file until one of `until` is set or an adapter ends; then stop."""
     health = asyncio.create_task(_keep_health_file(app, Path(config.health_path)))
-    waiters = [asyncio.create_task(stop.wait())]
+    waiters = [asyncio.create_task(e.wait()) for e in until]
     waiters += [asyncio.create_task(a.finished.wait()) for a in adapters if hasattr(a, "finished")]
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     for w in waiters:
@@ -173,57 +183,26 @@ async def _run_until_stopped(config: Config, adapters: list[Any], stop: asyncio.
     with contextlib.suppress(asyncio.CancelledError):
         await health
     await app.stop()
-    return 0
 
 
 async def run_role(config: Config, role: str) -> int:
     """`--role ingress|worker`: one part of a bot spread over processes (bot/cluster.py)."""
     from bot.cluster import sqlite_refusal, start_role
 
-    if not _uses_postgres(config):
+    if not config.postgres:
         raise sqlite_refusal(role)
     adapters = choose_adapters(config, console=False)
     if any(a.name == "console" for a in adapters):
         raise StartupError(f"--role {role} serves Telegram and Discord: set TELEGRAM_BOT_TOKEN "
                            "and/or DISCORD_BOT_TOKEN (the console is one process: run "
                            "`python -m bot`)", 2)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        store = await _open_store(config)
-        app = await _one_line_failures(start_role(role, config, store, adapters), config)
-        health = asyncio.create_task(_keep_health_file(app, Path(config.health_path)))
-        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(app.lost.wait())]
-        waiters += [asyncio.create_task(a.finished.wait()) for a in adapters
-                    if hasattr(a, "finished")]
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for w in waiters:
-            w.cancel()
-        log.info("shutting down")
-        health.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await health
-        await app.stop()
-        return 1 if app.lost.is_set() else 0
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.remove_signal_handler(sig)
-
-
-def _uses_postgres(config: Config) -> bool:
-    """Whether the configured database is PostgreSQL ([storage] url / BOT_DATABASE_URL)."""
-    return config.postgres
-
-
-async def _open_store(config: Config) -> Any:
-    """The configured store, open and migrated (bot/storage.py)."""
     from bot.storage import open_store
 
-    return await open_store(config)
+    with _stop_on_signals() as stop:
+        store = await open_store(config)
+        app = await _one_line_failures(start_role(role, config, store, adapters), config)
+        await _serve(app, adapters, config, [stop, app.lost])
+        return 1 if app.lost.is_set() else 0
 
 
 async def _one_line_failures(starting: Awaitable[_T], config: Config) -> _T:
