@@ -3,9 +3,9 @@
 Every inbound message is recorded when it arrives (Telegram: the update, before the
 Updater acknowledges it; other platforms: when the adapter hands it over), then moves
 received -> answering (part of its answer is out) -> answered. While an answer is sent,
-the ids of its messages and their text are recorded, so that a reply cut by a crash can be
-finished: after a restart the first messages of the new answer are edits of the old ones
-and leftovers are deleted.
+the ids of its messages (and their text when first sent) are recorded, so that a reply cut
+by a crash can be finished: after a restart the first messages of the new answer are
+edits of the old ones and leftovers are deleted.
 Turns written while a message is handled carry its entry (store.current_inbox), and the
 answer's turn closes the entry in the same statement, so history holds each answer once.
 
@@ -27,7 +27,7 @@ from bot.config import Config
 from bot.errors import ChatForbidden
 from bot.events import Attachment, Author, ChannelKey, CommandCall, Inbound, Quoted
 from bot.replies import ChatAction, OutFile, Replier, Sent
-from bot.store import InboxMark, InboxRow, Store, current_inbox
+from bot.store import InboxBind, InboxMark, InboxRow, Store, current_inbox
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,8 @@ class JournaledReplier(Replier):
     cut reply's messages are reused (edited) by the new answer, and leftovers deleted."""
 
     def __init__(self, inner: Replier, journal: Journal, entry_id: int,
-                 stale: tuple[str, ...] = (), message_id: str = "") -> None:
+                 stale: tuple[str, ...] = (), message_id: str = "",
+                 bind: InboxBind | None = None) -> None:
         self.inner = inner
         self.capabilities = inner.capabilities
         self.action_interval = inner.action_interval
@@ -183,6 +184,8 @@ class JournaledReplier(Replier):
         self._salt = f"{entry_id}.{message_id[-8:]}"
         # a platform without edits cannot fix the cut reply: the answer says so instead
         self._note = bool(stale) and not inner.capabilities.edits
+        # the message itself, stored with the first progress (Journal.receive)
+        self.bind = bind
 
     def __repr__(self) -> str:
         return f"JournaledReplier({self.inner!r}, entry={self.entry_id})"
@@ -200,11 +203,18 @@ class JournaledReplier(Replier):
             raise
 
     async def _record(self, sent: Sent, text: str) -> None:
-        if sent.id not in self._texts:
-            self._ids.append(sent.id)
+        """Recorded when the answer has a new message: a restart needs the ids (to edit
+        the cut reply), and the text as far as it is recorded. A streamed answer edits its
+        messages many times a minute; writing each edit was one more database write per
+        edit for nothing a restart uses."""
+        new = sent.id not in self._texts
         self._texts[sent.id] = text
+        if not new:
+            return
+        self._ids.append(sent.id)
         partial = "\n\n".join(self._texts[i] for i in self._ids)
-        await self.journal.store.inbox_progress(self.entry_id, self._ids, partial)
+        bind, self.bind = self.bind, None
+        await self.journal.store.inbox_progress(self.entry_id, self._ids, partial, bind)
 
     async def send(self, markdown: str) -> Sent:
         """Send one message, or reuse the next message of the cut reply by editing it."""
@@ -363,10 +373,15 @@ class Journal:
         known = self._rows.pop((platform, keys[0]), None) if keys else None
         for key in keys[1:]:
             self._rows.pop((platform, key), None)
-        if known is not None:
-            # stored on arrival by this run: the message is tied to it in the background
-            # (dying first just means the delivery is built again from what was stored)
+        bind = None
+        if known is not None and len(keys) == 1:
+            # stored on arrival by this run: the message is written with its answer's first
+            # progress, one write less per message (dying before that just means the
+            # delivery is built again from what was stored, as the kill -9 tests check)
             entry: int | None = known
+            bind = InboxBind(str(inbound.channel), inbound.id, data, self._addressed(inbound))
+        elif known is not None:  # an album: its other deliveries are merged into the first
+            entry = known
             task = asyncio.create_task(self.store.inbox_bind(
                 platform, keys, channel=str(inbound.channel), message_id=inbound.id,
                 inbound=data, addressed=self._addressed(inbound)))
@@ -388,7 +403,7 @@ class Journal:
         if self._added % PRUNE_EVERY == 0:
             await self.store.inbox_prune(time.time() - KEEP_FINISHED)
         return JournaledReplier(replier, self, entry, self._sent.pop(entry, ()),
-                                message_id=inbound.id)
+                                message_id=inbound.id, bind=bind)
 
     async def edited(self, inbound: Inbound, replaced: Replier | None) -> None:
         """An edit: stored as the message's new form when it was still waiting."""

@@ -284,6 +284,17 @@ class InboxRow:
 
 
 @dataclass(frozen=True, slots=True)
+class InboxBind:
+    """A delivery's built message, written with its answer's first progress (one write
+    instead of two; until then a restart rebuilds the message from the raw delivery)."""
+
+    channel: str
+    message_id: str
+    inbound: str
+    addressed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Turn:
     """One stored message of a channel's history."""
 
@@ -1177,13 +1188,19 @@ class Store:
                 "UPDATE inbox SET state = ?, updated = ? WHERE platform = ? AND key = ?"
                 " AND state IN ('received', 'answering')", (state, now, platform, key))
 
-    async def inbox_progress(self, inbox_id: int, reply_ids: list[str], partial: str) -> None:
+    async def inbox_progress(self, inbox_id: int, reply_ids: list[str], partial: str,
+                             bind: InboxBind | None = None) -> None:
         """The messages sent so far for an answer and their text (to finish a cut reply);
-        an entry with part of its answer out is 'answering'."""
-        await self.db.execute(
-            "UPDATE inbox SET reply_ids = ?, partial = ?, updated = ?, state = CASE state"
-            " WHEN 'received' THEN 'answering' ELSE state END WHERE id = ?",
-            (json.dumps(reply_ids), partial, time.time(), inbox_id))
+        an entry with part of its answer out is 'answering'. `bind`: the message, when it
+        was not stored yet (an edit's newer form, stored meanwhile, is kept)."""
+        sql = ("UPDATE inbox SET reply_ids = ?, partial = ?, updated = ?, state = CASE state"
+               " WHEN 'received' THEN 'answering' ELSE state END")
+        params: tuple[Any, ...] = (json.dumps(reply_ids), partial, time.time())
+        if bind is not None:
+            sql += (", channel = ?, message_id = ?, inbound = COALESCE(inbound, ?),"
+                    " addressed = ?")
+            params += (bind.channel, bind.message_id, bind.inbound, int(bind.addressed))
+        await self.db.execute(sql + " WHERE id = ?", (*params, inbox_id))
 
     async def inbox_set_inbound(self, inbox_id: int, inbound: str) -> None:
         """Replace the stored message (an edit arrived before it was answered)."""

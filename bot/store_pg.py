@@ -24,6 +24,7 @@ import asyncpg
 from bot.errors import StartupError
 from bot.store import (
     BudgetOverride,
+    InboxBind,
     InboxRow,
     Recalled,
     StoredImage,
@@ -967,13 +968,22 @@ class PgStore:
             " AND key = ANY($4::text[]) AND state IN ('received', 'answering')",
             state, time.time(), platform, list(keys))
 
-    async def inbox_progress(self, inbox_id: int, reply_ids: list[str], partial: str) -> None:
-        """The messages sent so far for an answer and their text (to finish a cut reply);
-        an entry with part of its answer out is 'answering'."""
+    async def inbox_progress(self, inbox_id: int, reply_ids: list[str], partial: str,
+                             bind: InboxBind | None = None) -> None:
+        """The messages sent so far for an answer and their text (see Store.inbox_progress:
+        `bind` stores the message with it)."""
+        if bind is None:
+            await self.pool.execute(
+                "UPDATE inbox SET reply_ids = $1, partial = $2, updated = $3, state = CASE"
+                " state WHEN 'received' THEN 'answering' ELSE state END WHERE id = $4",
+                json.dumps(reply_ids), partial, time.time(), inbox_id)
+            return
         await self.pool.execute(
             "UPDATE inbox SET reply_ids = $1, partial = $2, updated = $3, state = CASE state"
-            " WHEN 'received' THEN 'answering' ELSE state END WHERE id = $4",
-            json.dumps(reply_ids), partial, time.time(), inbox_id)
+            " WHEN 'received' THEN 'answering' ELSE state END, channel = $5, message_id = $6,"
+            " inbound = COALESCE(inbound, $7), addressed = $8 WHERE id = $4",
+            json.dumps(reply_ids), partial, time.time(), inbox_id, bind.channel,
+            bind.message_id, bind.inbound, int(bind.addressed))
 
     async def inbox_set_inbound(self, inbox_id: int, inbound: str) -> None:
         """Replace the stored message (an edit arrived before it was answered)."""

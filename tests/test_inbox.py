@@ -453,3 +453,50 @@ async def test_without_edits_the_complete_answer_says_the_one_above_was_cut(
         assert inner.calls == [("send", "101", f"{RESUMED_NOTE}\n\nthe complete answer")]
     finally:
         await store.close()
+
+
+async def test_a_delivery_is_bound_to_its_message_with_the_first_reply(
+        tmp_path: Path) -> None:
+    """A stored Telegram update gets its built message in the same write as its answer's
+    first message; an edit that arrived meanwhile stays; edits of a sent reply are not
+    written (a restart needs the ids, which do not change)."""
+    from dataclasses import replace
+
+    from bot.config import load_config
+    from bot.events import Author, ChannelKey, Inbound
+    from bot.journal import Journal
+    from bot.replies import Sent
+    from bot.store import Store
+
+    store = Store(str(tmp_path / "j.sqlite3"))
+    await store.open()
+    try:
+        journal = Journal(store, load_config(None, env={"OPENAI_API_KEY": "sk-x"}))
+        assert await journal.delivered("telegram", "500", channel="telegram:5",
+                                       message_id="10", raw='{"update_id": 500}')
+        inbound = Inbound(id="10", channel=ChannelKey("telegram", "5"),
+                          author=Author("1", "Alice"), text="questoin", is_private=True,
+                          receipts=("500",))
+        replier = await journal.receive(inbound, _Recorder())  # type: ignore[arg-type]
+        assert replier is not None
+        row = await store.inbox_row(replier.entry_id)
+        # until a reply is out, a restart builds the message again from the raw update
+        assert row is not None and row.inbound is None and row.state == "received"
+        edited = replace(inbound, text="question", receipts=("501",))  # its own update
+        await journal.edited(edited, replier)
+        changes = store.db.total_changes
+        sent = await replier.send("the answer so far")
+        assert store.db.total_changes == changes + 1  # bound and progressed in one write
+        row = await store.inbox_row(replier.entry_id)
+        assert row is not None
+        assert (row.state, row.channel, row.message_id, row.reply_ids, row.partial) == (
+            "answering", "telegram:5", "10", (sent.id,), "the answer so far")
+        assert row.inbound is not None and '"question"' in row.inbound
+        await replier.edit(Sent(sent.id), "the whole answer")
+        assert store.db.total_changes == changes + 1
+        second = await replier.send("and a second message")
+        row = await store.inbox_row(replier.entry_id)
+        assert row is not None and row.reply_ids == (sent.id, second.id)
+        assert row.partial == "the whole answer\n\nand a second message"
+    finally:
+        await store.close()
