@@ -500,3 +500,28 @@ async def test_a_delivery_is_bound_to_its_message_with_the_first_reply(
         assert row.partial == "the whole answer\n\nand a second message"
     finally:
         await store.close()
+
+
+async def test_a_polled_update_is_journaled_as_telegram_sent_it(
+        openai_fake: FakeOpenAI, tmp_path: Path) -> None:
+    """The journal keeps the update from getUpdates' own JSON (not PTB's re-serialised
+    object), so a restart rebuilds exactly what Telegram delivered."""
+    import copy
+    import json
+
+    driver, fake = await make_driver("telegram", openai_fake, tmp_path)
+    try:
+        await driver.start()
+        fake.user_message(ALICE.id, ALICE.id, "keep me as I am", first_name="Alice")
+        sent = copy.deepcopy(fake.updates[-1])
+        await wait_for(lambda: len(driver.replies()) == 1, 20, "the answer")
+        db = _connector(str(driver.db_path))()
+        try:
+            (raw,) = db.execute("SELECT raw FROM inbox WHERE key = ?",
+                                (str(sent["update_id"]),)).fetchone()
+        finally:
+            db.close()
+        assert json.loads(raw) == sent
+    finally:
+        await driver.stop()
+        await fake.stop()
