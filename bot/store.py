@@ -553,24 +553,38 @@ class Store:
         message_id: str | None = None,
         addressed: bool = True,
         tools: str | None = None,
+        setting: tuple[str, Any] | None = None,
     ) -> int:
         """Store one message of the conversation and return its id (`tools`: the JSON tool
-        rounds that led to an assistant turn).
+        rounds that led to an assistant turn; `setting`: a channel setting written in the
+        same transaction, the answer's details for /info, one write less per answer).
 
         Under a journal entry (current_inbox) the turn is tied to it; an assistant turn
         also marks the entry answered, in the same statement (a trigger).
         """
         mark = current_inbox.get()
-        cur = await self.db.execute(
-            "INSERT INTO turns (channel, role, author_id, author_name, content, tokens,"
-            " message_id, addressed, created, tools, inbox_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (channel, role, author_id, author_name, content, tokens, message_id,
-             int(addressed), time.time(), tools, mark.id if mark else None),
-        )
+        now = time.time()
+        row = (channel, role, author_id, author_name, content, tokens, message_id,
+               int(addressed), now, tools, mark.id if mark else None)
+        sql = ("INSERT INTO turns (channel, role, author_id, author_name, content, tokens,"
+               " message_id, addressed, created, tools, inbox_id)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        if setting is None:
+            cur = await self.db.execute(sql, row)
+            turn_id = int(cur.lastrowid or 0)
+        else:
+            key, value = setting
+
+            def both(conn: Any) -> int:
+                turn = conn.execute(sql, row).lastrowid
+                conn.execute(self._UPSERT_SETTING, (channel, key, json.dumps(value), now))
+                return int(turn or 0)
+
+            turn_id = await self._atomic(both)
+            self._cache_setting(channel, key, value)
         if mark is not None and role == "assistant":
             mark.answered = True
-        return int(cur.lastrowid or 0)
+        return turn_id
 
     async def last_turn(self, channel: str) -> Turn | None:
         """The newest turn since the last /reset, whatever its size."""
@@ -700,6 +714,11 @@ class Store:
             self._settings.popitem(last=False)
         return values
 
+    _UPSERT_SETTING = (
+        "INSERT INTO channel_settings (channel, key, value, updated) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (channel, key) DO UPDATE SET value = excluded.value,"
+        " updated = excluded.updated")
+
     async def set_setting(self, channel: str, key: str, value: Any) -> None:
         """Set (or with None, clear) a channel setting."""
         if value is None:
@@ -707,12 +726,11 @@ class Store:
                 "DELETE FROM channel_settings WHERE channel = ? AND key = ?", (channel, key)
             )
         else:
-            await self.db.execute(
-                "INSERT INTO channel_settings (channel, key, value, updated) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (channel, key) DO UPDATE SET value = excluded.value,"
-                " updated = excluded.updated",
-                (channel, key, json.dumps(value), time.time()),
-            )
+            await self.db.execute(self._UPSERT_SETTING,
+                                  (channel, key, json.dumps(value), time.time()))
+        self._cache_setting(channel, key, value)
+
+    def _cache_setting(self, channel: str, key: str, value: Any) -> None:
         # write-through (a new dict: callers may hold the old one): a setting written on
         # every answer (last_answer, for /info) would otherwise cost a re-read per message
         cached = self._settings.get(channel)

@@ -448,9 +448,11 @@ class PgStore:
         message_id: str | None = None,
         addressed: bool = True,
         tools: str | None = None,
+        setting: tuple[str, Any] | None = None,
     ) -> int:
         """Store one message of the conversation and return its id (see Store.append_turn:
-        under a journal entry an assistant turn ends it in the same statement)."""
+        under a journal entry an assistant turn ends it in the same statement, and
+        `setting` is written in that statement too)."""
         mark = current_inbox.get()
         # a channel's turns get ids in the order this method was called (the chat handler
         # stores the user turn in a task while the model answers): SQLite's one connection
@@ -458,13 +460,19 @@ class PgStore:
         entry = self._turn_order.setdefault(channel, [asyncio.Lock(), 0])
         entry[1] += 1
         try:
+            args = [channel, role, author_id, author_name, content, int(tokens), message_id,
+                    int(addressed), time.time(), tools, mark.id if mark else None]
+            sql = ("INSERT INTO turns (channel, role, author_id, author_name, content,"
+                   " tokens, message_id, addressed, created, tools, inbox_id)"
+                   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id")
+            if setting is not None:  # one round trip: a data-modifying WITH
+                sql = (f"WITH t AS ({sql}), s AS (INSERT INTO channel_settings (channel, key,"
+                       " value, updated) VALUES ($1, $12, $13, $9) ON CONFLICT (channel, key)"
+                       " DO UPDATE SET value = excluded.value, updated = excluded.updated)"
+                       " SELECT id FROM t")
+                args += [setting[0], json.dumps(setting[1])]
             async with entry[0]:
-                turn_id = await self.pool.fetchval(
-                    "INSERT INTO turns (channel, role, author_id, author_name, content,"
-                    " tokens, message_id, addressed, created, tools, inbox_id)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-                    channel, role, author_id, author_name, content, int(tokens), message_id,
-                    int(addressed), time.time(), tools, mark.id if mark else None)
+                turn_id = await self.pool.fetchval(sql, *args)
         finally:
             entry[1] -= 1
             if entry[1] == 0:

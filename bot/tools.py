@@ -547,9 +547,13 @@ class ToolChat:
         if stream.completion_tokens is not None:
             self.completion_tokens = (self.completion_tokens or 0) + stream.completion_tokens
 
+    def last_answer(self) -> tuple[str, dict[str, Any]]:
+        """This answer's details for /info, as the channel setting stored with its turn."""
+        return last_answer(self.model, self.system_fingerprint, self.prompt_tokens,
+                           self.completion_tokens)
+
     async def save_last(self) -> None:
-        """Keep this answer's details for /info: called once the answer is out (a write
-        before the last edit would hold up every answer)."""
+        """Keep the details of an answer that stores no turn (a refusal, an empty answer)."""
         await save_last_answer(self.ctx, self.model, self.system_fingerprint,
                                self.prompt_tokens, self.completion_tokens)
 
@@ -558,13 +562,20 @@ class ToolChat:
         return json.dumps(self.exchange, ensure_ascii=False) if self.exchange else None
 
 
+def last_answer(model: str, fingerprint: str | None, prompt: int | None,
+                completion: int | None) -> tuple[str, dict[str, Any]]:
+    """What /info shows about the channel's last answer: the setting's key and value
+    (written with the answer's turn: Store.append_turn's `setting`)."""
+    return "last_answer", {"model": model, "system_fingerprint": fingerprint,
+                           "prompt_tokens": prompt, "completion_tokens": completion}
+
+
 async def save_last_answer(ctx: Context, model: str, fingerprint: str | None,
                            prompt: int | None, completion: int | None) -> None:
-    """What /info shows about the channel's last answer."""
+    """The last answer's details on their own, for an answer that stores no turn."""
     try:
-        await ctx.store.set_setting(ctx.channel, "last_answer", {
-            "model": model, "system_fingerprint": fingerprint,
-            "prompt_tokens": prompt, "completion_tokens": completion})
+        await ctx.store.set_setting(ctx.channel, *last_answer(model, fingerprint, prompt,
+                                                              completion))
     except Exception:
         log.exception("could not keep the last answer's details in %s", ctx.channel)
 

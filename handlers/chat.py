@@ -365,13 +365,14 @@ async def answer(ctx: Context, messages: list[dict[str, Any]], *, feature: str =
                 await out.abort()
                 raise
             await out.finish(result.note)
-        turn_id = await _remember(ctx, result.text, out, result.tools)
+        # stored once the answer is out (a write before the last edit would hold it up),
+        # with its details for /info in the same write
+        turn_id = await _remember(ctx, result.text, out, result.tools,
+                                  result.stream.last_answer() if result.stream else None)
     finally:
         builtin_tools.DRAWN.reset(token)
         if drawn:  # with the answer's turn, so follow-ups see them as a /draw picture
             await builtin_tools.keep_drawn(ctx, drawn, turn_id)
-    if result.stream is not None:
-        await result.stream.save_last()
     return result.text
 
 
@@ -431,11 +432,11 @@ async def _ask_once(ctx: Context, out: Any, model: str, messages: list[dict[str,
     return _Answer(text, messages, stream=stream)
 
 
-async def _remember(ctx: Context, text: str, out: Any,
-                    exchange: str | None = None) -> int:
+async def _remember(ctx: Context, text: str, out: Any, exchange: str | None = None,
+                    details: tuple[str, Any] | None = None) -> int:
     first = out.sent[0].id if out.sent else None
     return await ctx.store.append_turn(ctx.channel, "assistant", text, ctx.ai.tokenizer.count(
-        text + (exchange or "")), message_id=first, tools=exchange)
+        text + (exchange or "")), message_id=first, tools=exchange, setting=details)
 
 
 async def converse(ctx: Context, content: str, *, feature: str = "chat",

@@ -132,10 +132,11 @@ async def json_cmd(ctx: Context) -> None:
         log.info("/json in %s: the answer is not valid JSON", ctx.channel)
     sent = await ctx.reply.reply_long(shown + (f"\n_{note}_" if note else ""))
     await store_user_turn(ctx, content)
-    await ctx.store.append_turn(ctx.channel, "assistant", text, ctx.ai.tokenizer.count(text),
-                                message_id=sent[0].id if sent else None)
-    await tools.save_last_answer(ctx, model, stream.system_fingerprint, stream.prompt_tokens,
-                                 stream.completion_tokens)
+    await ctx.store.append_turn(
+        ctx.channel, "assistant", text, ctx.ai.tokenizer.count(text),
+        message_id=sent[0].id if sent else None,
+        setting=tools.last_answer(model, stream.system_fingerprint, stream.prompt_tokens,
+                                  stream.completion_tokens))
 
 
 async def _json_stream(ctx: Context, model: str, messages: list[dict[str, Any]],

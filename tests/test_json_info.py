@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.conftest import STORAGES
 from tests.harness import Driver, File
 
 pytestmark = pytest.mark.usefixtures("chat")
@@ -90,3 +91,15 @@ async def test_info_shows_settings_and_the_last_answer(chat: Driver) -> None:
     assert "prompt +" in info and "completion tokens" in info
     assert "Image detail: auto" in info.replace("`", "")
     assert "Memory: on" in info
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+async def test_the_last_answer_is_shown_after_a_restart(chat: Driver) -> None:
+    """The answer's details are stored with its turn (one write): /info in a new run shows
+    them, on either database."""
+    chat.openai.system_fingerprint = "fp_before_restart"
+    assert await chat.ask("hello") == "echo: hello"
+    await chat.restart()
+    info = await chat.ask("/info")
+    assert "fp_before_restart" in info and "gpt-5.4-mini" in info
+    assert "History: 2 messages" in info
