@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -55,7 +56,10 @@ class TimedOpenAI(FakeOpenAI):
 
 
 class Bench:
-    """Fakes here, the bot in a child process (BENCH_PROFILE=FILE: under cProfile)."""
+    """Fakes here, the bot in a child process (BENCH_PROFILE=FILE: under cProfile;
+    BENCH_PYSPY=FILE: sampled by py-spy from outside, in its raw collapsed-stack format,
+    which leaves the bot at full speed and sees the SQLite thread too; `pip install py-spy`
+    first)."""
 
     def __init__(self, tmp: Path, extra_config: str = "") -> None:
         self.tmp = tmp
@@ -63,6 +67,7 @@ class Bench:
         self.tg = FakeTelegram()
         self.ai = TimedOpenAI()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.spy: subprocess.Popen[bytes] | None = None
 
     async def __aenter__(self) -> Bench:
         await self.tg.start()
@@ -83,12 +88,20 @@ class Bench:
             cmd = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"],
                    "-m", "bot"]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)  # noqa: ASYNC220
+        if os.environ.get("BENCH_PYSPY"):
+            self.spy = subprocess.Popen(  # noqa: ASYNC220
+                [str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "500",
+                 "--format", "raw", "--nonblocking", "-o", os.environ["BENCH_PYSPY"],
+                 "--pid", str(self.proc.pid)])
         # live once it has registered its commands and is polling
         await self.tg.wait_until(lambda: any(c.method == "getUpdates" for c in self.tg.calls),
                                  timeout=60)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.spy is not None:
+            self.spy.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
+            await asyncio.to_thread(self.spy.wait, 30)
         if self.proc is not None:
             self.proc.terminate()
             await asyncio.to_thread(self.proc.wait, 30)
