@@ -477,9 +477,10 @@ class _UpdatesRequest(HTTPXRequest):
 
     The journal stores every update before it is acknowledged; serialising the parsed
     Update back (`Update.to_json()`, PTB's to_dict walk) cost more than the rest of the
-    journal's Python work: under cProfile, bench/load.py overhead spent 0.5 s of its 3 s
-    gap over the release before the journal in to_json. json.dumps of the dict parsed
-    here costs ~20 µs. Overriding parse_json_payload is the hook PTB documents for this.
+    journal's Python work: under cProfile, over 1,030 messages of bench/load.py overhead,
+    to_json took ~0.5 s of the 3 s this code spent over the state before the journal
+    (93b1bf3). json.dumps of the dict parsed here costs ~20 µs. Overriding
+    parse_json_payload is the hook PTB documents for this.
     Webhook deliveries (parsed by PTB's server) still go through to_json.
     """
 
@@ -490,7 +491,7 @@ class _UpdatesRequest(HTTPXRequest):
     def parse_json_payload(self, payload: bytes) -> dict[str, Any]:  # type: ignore[override]
         """PTB's parsing, remembering the updates it returns (taken by record())."""
         data: dict[str, Any] = super().parse_json_payload(payload)
-        result = data.get("result")
+        result = data.get("result") if isinstance(data, dict) else None  # PTB judges the rest
         if isinstance(result, list):
             if len(self.raw) > 10_000:  # never taken (no journal): not kept for ever
                 self.raw.clear()
