@@ -354,3 +354,27 @@ async def test_pg_memory_backlog_waits_at_a_turn_still_being_written(
         assert [t for t, _, _ in await store.memory_backlog(0, 10)] == [first, third]
     finally:
         await store.close()
+
+
+def test_loading_sqlite_vec_does_not_pull_in_numpy(tmp_path: Path) -> None:
+    """sqlite-vec's package imports numpy (17 MB of RSS the bot never uses): the store
+    loads the extension by its file, and a bot process has no numpy."""
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, sys\n"
+        "from bot.store import Store\n"
+        "async def main():\n"
+        f"    store = Store({str(tmp_path / 'v.sqlite3')!r})\n"
+        "    await store.open()\n"
+        "    print(store.vec, 'numpy' in sys.modules)\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    vec, numpy = out.stdout.split()
+    if vec != "True":
+        pytest.skip("sqlite-vec cannot load in this Python")
+    assert numpy == "False"
