@@ -36,10 +36,7 @@ from bot.journal import (
     KEEP_FINISHED,
     PRUNE_EVERY,
     Journal,
-    JournaledReplier,
     dump_inbound,
-    load_inbound,
-    replier_for,
 )
 from bot.replies import Replier
 from bot.store_cluster import IMMEDIATE, ClusterStore, channel_lease
@@ -331,24 +328,17 @@ class Worker:
             await self.cluster.expire(row.id)
             return
         adapter = self.adapters.get(row.platform)
-        try:
-            assert adapter is not None and row.inbound is not None
-            inbound = load_inbound(row.inbound, adapter)
-            inner = replier_for(adapter, inbound)  # a slash command: its interaction
-        except Exception:
-            log.exception("cannot rebuild message %s in %s; left unanswered", row.message_id,
-                          row.channel)
+        if adapter is None:
+            log.error("cannot answer message %s in %s: no %s adapter in this worker; left "
+                      "unanswered", row.message_id, row.channel, row.platform)
             await self.store.inbox_set_state([row.id], "failed")
             return
-        if attempts > 1:
-            removed = await self.store.inbox_discard_turns(row.id)
-            log.info("taking over message %s in %s from a worker that stopped (%s%s)",
-                     inbound.id, inbound.channel, row.state,
-                     f", finishing a cut reply of {len(row.reply_ids)} message(s)"
-                     if row.reply_ids else "")
-            if removed:
-                log.debug("removed %d turn(s) it had left in history", removed)
-        replier = JournaledReplier(inner, self.journal, row.id, row.reply_ids, inbound.id)
+        rebuilt = await self.journal.rebuild(
+            row, adapter, again="taking over message {id} in {channel} from a worker that "
+            "stopped" if attempts > 1 else None)
+        if rebuilt is None:
+            return
+        inbound, replier = rebuilt
         await self.journal.run(inbound, replier, self.router.handle)
         self.answered += 1
 

@@ -468,24 +468,35 @@ class Journal:
                 log.info("message %s in %s waits for its platform (%s) to run again",
                          row.message_id, row.channel, row.platform)
                 continue
-            try:
-                inbound = load_inbound(row.inbound, adapter)
-                inner = replier_for(adapter, inbound)
-            except Exception:
-                log.exception("cannot restore message %s in %s; left unanswered",
-                              row.message_id, row.channel)
-                await self.store.inbox_set_state([row.id], "failed")
-                continue
+            rebuilt = await self.rebuild(
+                row, adapter, again="answering message {id} in {channel} again after a restart")
+            if rebuilt is not None:
+                out.append(rebuilt)
+        return out
+
+    async def rebuild(self, row: InboxRow, adapter: Restorer, *, again: str | None
+                      ) -> tuple[Inbound, JournaledReplier] | None:
+        """A stored message with its adapter's replier, or None when it cannot be rebuilt
+        (logged, entry failed). `again`: the log line (with {id} and {channel}) when it is
+        answered again; then the user turns an earlier attempt stored are removed, as they
+        are stored again. Used by the restart (restore) and by cluster workers."""
+        try:
+            assert row.inbound is not None
+            inbound = load_inbound(row.inbound, adapter)
+            inner = replier_for(adapter, inbound)  # a slash command: its interaction
+        except Exception:
+            log.exception("cannot rebuild message %s in %s; left unanswered", row.message_id,
+                          row.channel)
+            await self.store.inbox_set_state([row.id], "failed")
+            return None
+        if again is not None:
             removed = await self.store.inbox_discard_turns(row.id)
-            log.info("answering message %s in %s again after a restart (%s%s)",
-                     inbound.id, inbound.channel, row.state,
-                     f", finishing a cut reply of {len(row.reply_ids)} message(s)"
+            log.info("%s (%s%s)", again.format(id=inbound.id, channel=inbound.channel),
+                     row.state, f", finishing a cut reply of {len(row.reply_ids)} message(s)"
                      if row.reply_ids else "")
             if removed:
                 log.debug("removed %d turn(s) it had left in history", removed)
-            out.append((inbound, JournaledReplier(inner, self, row.id, row.reply_ids,
-                                                  inbound.id)))
-        return out
+        return inbound, JournaledReplier(inner, self, row.id, row.reply_ids, inbound.id)
 
     async def recent_channels(self, platform: str) -> list[tuple[ChannelKey, str]]:
         """Channels where the bot was addressed within resume_minutes, each with the newest
